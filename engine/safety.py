@@ -1,0 +1,208 @@
+"""Safety rules of signal timing, as hard checks: one place, used by the optimiser, the harness and the controllers.
+
+A :class:`SignalSpec` describes what one intersection requires of any plan:
+
+* minimum green per signal group (vehicles; pedestrian minimum for crossings) and an optional maximum green;
+* yellow after every green of a vehicle group, red-amber before it where the practice uses one (Sweden: 1 s);
+* conflicting groups never green together, and an all-red clearance between the end of one group's yellow and the
+  start of a conflicting group's green.
+
+:func:`check_plan` expands a plan second by second over one cycle (cyclically) and checks every rule directly: slow
+enough to be obviously right, fast enough (microseconds per signal) for validation at run time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.plan import SignalPlan, check_structure
+
+# state codes used in expanded plans
+RED, YELLOW, GREEN_MINOR, GREEN_MAJOR, REDAMBER, OFF = 0, 1, 2, 3, 4, 5
+_CODE = {"r": RED, "s": RED, "y": YELLOW, "g": GREEN_MINOR, "G": GREEN_MAJOR, "u": REDAMBER, "o": OFF, "O": OFF}
+
+
+def encode_state(state: str) -> np.ndarray:
+    """State string -> int8 codes (RED, YELLOW, GREEN_MINOR, GREEN_MAJOR, REDAMBER, OFF)."""
+    return np.fromiter((_CODE[c] for c in state), dtype=np.int8, count=len(state))
+
+
+@dataclass(frozen=True)
+class SignalSpec:
+    """What one traffic light requires of every plan. Arrays have one entry per SUMO link index (signal group).
+
+    min_green_s, max_green_s (0 = none), yellow_s (0 = group needs no yellow, e.g. a pedestrian crossing),
+    redamber_s (0 = none required): int arrays, shape (n_links,).
+    allred_s: clearance between the end of a group's yellow and a conflicting group's green, s.
+    conflicts: bool array (n_links, n_links), symmetric: groups that may never be green together.
+    """
+
+    signal_id: str
+    min_green_s: np.ndarray
+    max_green_s: np.ndarray
+    yellow_s: np.ndarray
+    redamber_s: np.ndarray
+    allred_s: int
+    conflicts: np.ndarray
+    is_pedestrian: np.ndarray | None = None
+
+    @property
+    def n_links(self) -> int:
+        return int(self.min_green_s.shape[0])
+
+
+def expand(plan: SignalPlan) -> np.ndarray:
+    """Per-second state codes over one cycle: int8 array (cycle_s, n_links), second 0 = start of phase 0."""
+    rows = [np.broadcast_to(encode_state(ph.state), (ph.duration_s, len(ph.state))) for ph in plan.phases]
+    return np.concatenate(rows, axis=0) if rows else np.zeros((0, 0), np.int8)
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """Cyclic runs of True in a 1-D bool array: list of (start, length). An all-True mask is one run of full length."""
+    n = mask.shape[0]
+    if n == 0 or not mask.any():
+        return []
+    if mask.all():
+        return [(0, n)]
+    starts = [t for t in range(n) if mask[t] and not mask[t - 1]]
+    out = []
+    for s in starts:
+        length = 0
+        while mask[(s + length) % n]:
+            length += 1
+        out.append((s, length))
+    return out
+
+
+def check_plan(plan: SignalPlan, spec: SignalSpec) -> list[str]:
+    """Every violated safety rule of ``plan`` under ``spec`` as a readable message; an empty list means safe."""
+    errs = check_structure(plan)
+    if errs:
+        return errs
+    sid = plan.signal_id
+    if plan.n_links != spec.n_links:
+        return [f"{sid}: plan has {plan.n_links} signal groups, the intersection has {spec.n_links}"]
+    codes = expand(plan)
+    cycle = codes.shape[0]
+    green = (codes == GREEN_MAJOR) | (codes == GREEN_MINOR)
+    for i in range(spec.n_links):
+        for start, length in _runs(green[:, i]):
+            if length == cycle:
+                continue  # permanently green group (e.g. a free right turn): no transitions to check
+            if spec.min_green_s[i] and length < spec.min_green_s[i]:
+                errs.append(f"{sid}: group {i} green {length} s at t={start} is shorter than its minimum "
+                            f"{int(spec.min_green_s[i])} s")
+            if spec.max_green_s[i] and length > spec.max_green_s[i]:
+                errs.append(f"{sid}: group {i} green {length} s at t={start} exceeds its maximum "
+                            f"{int(spec.max_green_s[i])} s")
+            end = (start + length) % cycle
+            if spec.yellow_s[i]:
+                y = 0
+                while y < cycle and codes[(end + y) % cycle, i] == YELLOW:
+                    y += 1
+                if y < spec.yellow_s[i]:
+                    errs.append(f"{sid}: group {i} yellow after green at t={end} is {y} s, needs "
+                                f"{int(spec.yellow_s[i])} s")
+            if spec.redamber_s[i]:
+                u = 0
+                while u < cycle and codes[(start - 1 - u) % cycle, i] == REDAMBER:
+                    u += 1
+                if u < spec.redamber_s[i]:
+                    errs.append(f"{sid}: group {i} red-amber before green at t={start} is {u} s, needs "
+                                f"{int(spec.redamber_s[i])} s")
+    # conflicting groups: never green together; the all-red clearance between one's yellow end and the other's green
+    active = green | (codes == YELLOW)
+    clearance = int(spec.allred_s)
+    ii, jj = np.nonzero(np.triu(spec.conflicts, 1))
+    for i, j in zip(ii.tolist(), jj.tolist(), strict=True):
+        both = green[:, i] & green[:, j]
+        if both.any():
+            t = int(np.argmax(both))
+            errs.append(f"{sid}: conflicting groups {i} and {j} are green together at t={t}")
+            continue
+        for a, b in ((i, j), (j, i)):
+            # any second where b is green while a was active within the last `clearance` seconds
+            recent = active[:, a].copy()
+            for k in range(1, clearance + 1):
+                recent |= np.roll(active[:, a], k)
+            bad = green[:, b] & recent
+            if bad.any():
+                t = int(np.argmax(bad))
+                errs.append(f"{sid}: group {b} turns green at t={t} less than {clearance} s of all-red after "
+                            f"conflicting group {a}")
+    return errs
+
+
+def derive_spec(
+    signal_id: str,
+    phases: list[tuple[str, float]],
+    foes: np.ndarray,
+    *,
+    min_green_s: int = 5,
+    ped_min_green_s: int = 5,
+    max_green_s: int = 0,
+    is_pedestrian: np.ndarray | None = None,
+) -> SignalSpec:
+    """The spec a scenario's own program implies, for checking plans that replace it.
+
+    ``phases``: (state, duration_s) of the base program; ``foes``: bool (n, n) of links whose paths conflict (from the
+    net). Groups the base program shows green together are compatible whatever ``foes`` says (permissive turns).
+    Yellow, red-amber and all-red are the shortest the base program uses (so it satisfies its own spec); minimum
+    green is the given default, lowered to the base program's shortest green for that group.
+    """
+    n = len(phases[0][0])
+    ped = np.zeros(n, bool) if is_pedestrian is None else np.asarray(is_pedestrian, bool)
+    codes = np.stack([encode_state(s) for s, _ in phases])  # (n_phases, n)
+    dur = np.array([max(1, int(round(d))) for _, d in phases])
+    secs = np.repeat(codes, dur, axis=0)
+    cycle = secs.shape[0]
+    green = (secs == GREEN_MAJOR) | (secs == GREEN_MINOR)
+    together = (green.T.astype(np.int32) @ green.astype(np.int32)) > 0
+    conflicts = np.asarray(foes, bool) & ~together
+    conflicts = conflicts | conflicts.T
+    np.fill_diagonal(conflicts, False)
+
+    min_g = np.zeros(n, np.int32)
+    yel = np.zeros(n, np.int32)
+    ra = np.zeros(n, np.int32)
+    for i in range(n):
+        runs = [r for r in _runs(green[:, i]) if r[1] < cycle]
+        if not runs:
+            continue
+        default = ped_min_green_s if ped[i] else min_green_s
+        min_g[i] = min(default, min(length for _, length in runs))
+        ys, us = [], []
+        for start, length in runs:
+            end = (start + length) % cycle
+            y = 0
+            while y < cycle and secs[(end + y) % cycle, i] == YELLOW:
+                y += 1
+            ys.append(y)
+            u = 0
+            while u < cycle and secs[(start - 1 - u) % cycle, i] == REDAMBER:
+                u += 1
+            us.append(u)
+        yel[i] = min(ys)
+        ra[i] = min(us)
+    active = green | (secs == YELLOW)
+    allred = None
+    ii, jj = np.nonzero(np.triu(conflicts, 1))
+    for i, j in zip(ii.tolist(), jj.tolist(), strict=True):
+        for a, b in ((i, j), (j, i)):
+            for start, _ in _runs(green[:, b]):
+                gap = 0
+                while gap < cycle and not active[(start - 1 - gap) % cycle, a]:
+                    gap += 1
+                allred = gap if allred is None else min(allred, gap)
+    return SignalSpec(
+        signal_id=signal_id,
+        min_green_s=min_g,
+        max_green_s=np.full(n, int(max_green_s), np.int32),
+        yellow_s=yel,
+        redamber_s=ra,
+        allred_s=int(allred or 0),
+        conflicts=conflicts,
+        is_pedestrian=ped,
+    )
