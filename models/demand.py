@@ -1,0 +1,61 @@
+"""Compiled demand: time-sliced arrival rates per movement, turning ratios and the flow links between movements.
+
+Built by ``sim.demandcompile.compile_demand`` from SUMO routes / trips / flows and the sumocfg window. Flows are in
+passenger-car units per hour (pcu/h); a vehicle's pcu weight comes from its vehicle class (see
+``sim.demandcompile.PCU_BY_VCLASS``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class Demand:
+    """Arrays over time bins (n_bins,) and the network's movements (n_movements,).
+
+    mov_arrival_veh_h: float64 (n_bins, n_movements): arrival rate at the movement's stop line, pcu/h, binned by the
+        free-flow arrival time at that stop line (departure time + free-flow travel time from the vehicle's origin).
+    mov_entry_veh_h: float64 (n_bins, n_movements): the part of ``mov_arrival_veh_h`` that does not come through an
+        upstream signalised movement (it enters the signal network at this approach).
+    mov_turn_ratio: float64 (n_movements,): share of its approach's flow that takes this movement (whole window).
+    feed_ptr/feed_mov/feed_share: CSR movement m -> downstream movements m2, with the share of m's flow that goes on
+        to m2 (from the routes; shares of one m sum to <= 1, the rest leaves the signal network).
+    feed_travel_s: float64: free-flow travel time from m's stop line to m2's stop line.
+    """
+
+    begin_s: float
+    end_s: float
+    bin_s: float
+    mov_arrival_veh_h: np.ndarray
+    mov_entry_veh_h: np.ndarray
+    mov_turn_ratio: np.ndarray
+    feed_ptr: np.ndarray
+    feed_mov: np.ndarray
+    feed_share: np.ndarray
+    feed_travel_s: np.ndarray
+    n_vehicles: int  # vehicles departing within [begin, end)
+    n_pcu: float
+    n_persons: int = 0
+    n_routed_trips: int = 0  # trips / from-to flows routed by the compiler (shortest free-flow paths)
+    sources: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for value in self.__dict__.values():
+            if isinstance(value, np.ndarray):
+                value.setflags(write=False)
+
+    @property
+    def n_bins(self) -> int:
+        return int(self.mov_arrival_veh_h.shape[0])
+
+    @property
+    def bin_edges_s(self) -> np.ndarray:
+        return self.begin_s + self.bin_s * np.arange(self.n_bins + 1)
+
+    def mean_arrival_veh_h(self) -> np.ndarray:
+        """Window-average arrival rate per movement, pcu/h (n_movements,)."""
+        widths = np.diff(np.minimum(self.bin_edges_s, self.end_s))
+        return (self.mov_arrival_veh_h * widths[:, None]).sum(0) / max(self.end_s - self.begin_s, 1e-9)
