@@ -1,0 +1,125 @@
+"""The `gronvag` command line. Parses arguments at the edge and hands typed values to the library.
+
+Every user error (missing or malformed file, impossible request) ends as one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+
+from engine.errors import GronvagError
+
+
+def _scenario_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("scenario", help="a .sumocfg, a folder holding one, a .net.xml (with --routes) or a bundled name")
+    p.add_argument("--routes", nargs="+", help="route / trip / flow files (override the configuration's)")
+    p.add_argument("--begin", type=float, help="window start, s (default: the configuration's)")
+    p.add_argument("--end", type=float, help="window end, s (default: the configuration's)")
+    p.add_argument("--bin", type=float, default=900.0, help="demand time-bin width, s (default 900)")
+
+
+def _compile(args):
+    from sim.scenario import compile_scenario
+
+    return compile_scenario(args.scenario, routes=args.routes, bin_s=args.bin, begin_s=args.begin, end_s=args.end)
+
+
+def cmd_info(args) -> int:
+    from rich.console import Console
+
+    from engine.info import print_report, scenario_report
+
+    rep = scenario_report(_compile(args))
+    if args.json:
+        sys.stdout.write(json.dumps(rep, indent=1) + "\n")
+    else:
+        print_report(rep, args.detail, Console(width=shutil.get_terminal_size((160, 40)).columns))
+    return 0
+
+
+def cmd_scenarios(args) -> int:
+    from sim import scenarios
+
+    if args.build:
+        print(scenarios.build(args.build))
+        return 0
+    for name in scenarios.bundled_names():
+        print(name)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from engine.demo import run_demo
+
+    return run_demo(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="gronvag", description="Grönvåg traffic signal optimisation engine")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help="what the compiler makes of a scenario: signals, phases, movements, demand")
+    _scenario_args(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--detail", action="store_true", help="phases and movements of every signal")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("scenarios", help="list the bundled scenarios, or build one and print its .sumocfg")
+    p.add_argument("--build", metavar="NAME")
+    p.set_defaults(func=cmd_scenarios)
+
+    p = sub.add_parser("demo", help="the main job on the bundled default scenario")
+    p.add_argument("--scenario", default="stockholm-corridor")
+    p.add_argument("--seeds", default="1-3")
+    p.add_argument("--out", default="out/demo")
+    p.set_defaults(func=cmd_demo)
+
+    _add_late_commands(sub)
+    return ap
+
+
+def _add_late_commands(sub) -> None:
+    """Commands whose implementations live in other packages; each is registered only where it exists."""
+    try:
+        from sim.cli import add_commands as add_sim
+    except ImportError:
+        add_sim = None
+    if add_sim is not None:
+        add_sim(sub, _scenario_args, _compile)
+    try:
+        from controllers.cli import controller_main, keys_main, serve_main
+    except ImportError:
+        return
+    for name, fn, text in (
+        ("serve", serve_main, "engine side of the controller link: serve plans to controllers over ZeroMQ"),
+        ("controller", controller_main, "one intersection controller agent"),
+        ("keys", keys_main, "create and list CURVE key pairs"),
+    ):
+        p = sub.add_parser(name, help=text, add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(func=lambda a, fn=fn: fn(a.rest))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except GronvagError as exc:
+        print(f"gronvag: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gronvag: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
+
+
+__all__ = ["main", "build_parser"]
