@@ -91,3 +91,10 @@ def connection_module(backend: str = "libsumo"):
 
         return traci
     raise ValueError(f"unknown SUMO backend {backend!r} (libsumo or traci)")
+
+
+def constants(conn_mod=None):
+    """TraCI constants (variable ids for subscriptions); identical for libsumo and traci."""
+    import traci.constants as tc
+
+    return tc

@@ -1,0 +1,163 @@
+"""The engineer's baselines behind the harness's one controller interface, and the registry of controller names.
+
+* ``fixed``: the scenario's own programs, untouched.
+* ``plan``: a plan file (SUMO additional file with tlLogic programs, or a gronvag JSON plan) loaded before the run.
+* ``webster`` / ``webster-coord``: SUMO's tlsCycleAdaptation.py (then tlsCoordinator.py) run on the scenario.
+* ``actuated``: SUMO's gap-based actuated control on the scenario's phases.
+* ``max-pressure``: from detector data, a decision every 5 s, with minimum green, yellow and all-red through the
+  harness's sequencer, and a maximum red time (fairness bound) for groups with waiting vehicles.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from engine.errors import GronvagError
+from engine.plan import read_planset
+from sim.harness import Controller, Detectors, Observation
+from sim.planio import additional_to_planset, atomic_write, planset_to_additional
+
+CONTROLLERS = ("fixed", "webster", "webster-coord", "actuated", "max-pressure", "plan")
+
+
+class FixedController(Controller):
+    name = "fixed"
+
+
+class PlanController(Controller):
+    """Loads a plan file; SUMO activates the last program loaded for each traffic light."""
+
+    def __init__(self, plan_file: str | Path, name: str = "plan"):
+        self.plan_file = Path(plan_file)
+        self.name = name
+        if not self.plan_file.is_file():
+            raise GronvagError("plan file not found", self.plan_file)
+
+    def additional_files(self, scenario, net, workdir: Path) -> list[Path]:
+        if self.plan_file.suffix == ".json":
+            ps = read_planset(self.plan_file)
+            _check_planset_against(net, ps, self.plan_file)
+            out = workdir / "plan.add.xml"
+            atomic_write(out, planset_to_additional(ps))
+            return [out]
+        _check_planset_against(net, additional_to_planset(self.plan_file), self.plan_file)
+        return [self.plan_file.resolve()]
+
+
+def _check_planset_against(net, ps, path: Path) -> None:
+    """Every plan names a signal of the network and passes its safety rules; otherwise nothing runs."""
+    from engine.safety import check_plan
+
+    for plan in ps.plans:
+        s = net.signal_index.get(plan.signal_id)
+        if s is None:
+            raise GronvagError(f"plan for unknown traffic light {plan.signal_id!r}", path)
+        if plan.n_links != len(net.links_of(s)):
+            raise GronvagError(
+                f"plan for {plan.signal_id!r} has {plan.n_links} signal groups, the network {len(net.links_of(s))}",
+                path,
+            )
+        errs = check_plan(plan, net.signal_spec(s))
+        if errs:
+            raise GronvagError(f"unsafe plan: {errs[0]}" + (f" (and {len(errs) - 1} more)" if len(errs) > 1 else ""),
+                               path)
+
+
+class WebsterController(Controller):
+    def __init__(self, coordinate: bool = False):
+        self.coordinate = coordinate
+        self.name = "webster-coord" if coordinate else "webster"
+
+    def additional_files(self, scenario, net, workdir: Path) -> list[Path]:
+        from sim.baselines import webster_plan
+
+        return [webster_plan(scenario, workdir, coordinate=self.coordinate)]
+
+
+class ActuatedController(Controller):
+    name = "actuated"
+
+    def additional_files(self, scenario, net, workdir: Path) -> list[Path]:
+        from sim.baselines import actuated_programs
+
+        return [actuated_programs(scenario.net_file, scenario.additional_files, workdir)]
+
+
+class MaxPressureController(Controller):
+    """Max-pressure (Varaiya) on detector data: serve the green phase with the largest sum over its movements of
+    (queued vehicles upstream - vehicles downstream), within minimum green and clearances, and with a maximum red."""
+
+    name = "max-pressure"
+
+    def __init__(self, decision_interval_s: float = 5.0, max_red_s: float = 120.0):
+        self.decision_interval_s = decision_interval_s
+        self.max_red_s = max_red_s
+
+    def reset(self, net, detectors: Detectors, sequencers) -> None:
+        self.net = net
+        self.det = detectors
+        self.seqs = sequencers
+        # movement -> green phases (per signal) where it has green
+        self.phase_movs: list[list[np.ndarray]] = []
+        for s, seq in enumerate(sequencers):
+            base = int(net.signal_link_ptr[s])
+            rows = []
+            movs = net.movements_of(s)
+            for st in seq.greens:
+                g = [m for m in movs
+                     if any(st[li - base] in "Gg" for li in net.mov_link[net.mov_link_ptr[m]:net.mov_link_ptr[m + 1]])]
+                rows.append(np.array(g, np.int64))
+            self.phase_movs.append(rows)
+        self.red_since = [np.zeros(len(seq.greens)) for seq in sequencers]
+        self.t0 = None
+
+    def _movement_pressure(self, obs: Observation) -> tuple[np.ndarray, np.ndarray]:
+        d = self.det
+        M = self.net.n_movements
+        up = np.zeros(M)
+        down = np.zeros(M)
+        for m in range(M):
+            a, b = d.mov_in_ptr[m], d.mov_in_ptr[m + 1]
+            up[m] = float((obs.in_halting[d.mov_in[a:b]] * d.in_share[a:b]).sum())
+            a, b = d.mov_out_ptr[m], d.mov_out_ptr[m + 1]
+            if b > a:
+                down[m] = float(obs.out_vehicles[d.mov_out[a:b]].mean())
+        return up - down, up
+
+    def act(self, obs: Observation) -> dict[int, int]:
+        pressure, up = self._movement_pressure(obs)
+        wishes = {}
+        for s, seq in enumerate(self.seqs):
+            rows = self.phase_movs[s]
+            for k in range(len(rows)):
+                if k == seq.current:
+                    self.red_since[s][k] = obs.t_s
+            p = np.array([pressure[r].sum() if len(r) else -np.inf for r in rows])
+            # fairness: a phase with waiting vehicles red for longer than max_red is served next
+            starving = [k for k in range(len(rows)) if len(rows[k]) and up[rows[k]].sum() > 0
+                        and obs.t_s - self.red_since[s][k] > self.max_red_s and k != seq.current]
+            if starving:
+                wishes[s] = min(starving, key=lambda k: self.red_since[s][k])
+            else:
+                wishes[s] = int(np.argmax(p)) if np.isfinite(p).any() else seq.current
+        return wishes
+
+
+def make_controller(name: str, plan: str | Path | None = None) -> Controller:
+    if name == "fixed":
+        return FixedController()
+    if name == "plan":
+        if plan is None:
+            raise GronvagError("controller 'plan' needs --plan FILE")
+        return PlanController(plan)
+    if name == "webster":
+        return WebsterController(False)
+    if name == "webster-coord":
+        return WebsterController(True)
+    if name == "actuated":
+        return ActuatedController()
+    if name == "max-pressure":
+        return MaxPressureController()
+    raise GronvagError(f"unknown controller {name!r} (one of {', '.join(CONTROLLERS)})")
