@@ -1,0 +1,408 @@
+"""TRANSYT-style cyclic flow profile model: K candidate fixed-time plans evaluated in one call.
+
+Every movement gets a one-second arrival profile over the common period P of a candidate (the cycle, or the least
+common multiple of the signals' cycles). The arrival profile is the movement's entry flow (uniform) plus, for each
+upstream movement u that feeds it, ``share * disperse(departures_u)``: the departure profile shifted by the travel
+time and smoothed by Robertson's recursive platoon dispersion,
+
+    y[t] = F x[t - shift] + (1 - F) y[t - 1],       F = 1 / (1 + alpha beta T_a),  shift = round(beta T_a),
+
+solved exactly for the periodic profile. A deterministic point queue per movement discharges at
+``sat_flow * level(t)`` (effective green windows: start-up lost time and end gain already applied, permissive
+greens at a reduced level). Movements are swept in a given order until the departure profiles stop changing (the
+periodic steady state); on a network without feeds one sweep is exact.
+
+Within each second arrivals and capacity are uniform, so the queue is piecewise linear and the delay (area under
+the queue) is exact: for uniform arrivals and integer windows the uniform delay equals HCM d1 to rounding.
+Above capacity (X > 1) the profile is scaled to capacity (the queue's periodic part; downstream receives the
+capacity flow) and the excess goes into the overflow term, the HCM / Kimber-Hollis form over the analysis period T:
+
+    d2 = 900 T [(X - 1) + sqrt((X - 1)^2 + 8 kI X / (c T))]   (s/veh, c in veh/h, T in h).
+
+Stops: arrivals during the part of a second in which a queue is present (Webster's (1 - lambda) / (1 - y) for
+uniform arrivals); above capacity the excess share of vehicles counts as stopped. Outputs per movement and totals.
+
+Layers: :func:`evaluate_batch` checks shapes and allocates; :func:`_batch_kernel` runs ``prange`` over thread
+chunks, each with its own scratch buffers (memory does not grow with K beyond the outputs); :func:`_evaluate_one`
+does one candidate; :func:`_queue_second` is the exact one-second queue update shared with the queue model.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+__all__ = [
+    "CyclicMovementOut",
+    "CyclicNet",
+    "CyclicOptions",
+    "CyclicPlans",
+    "CyclicTotals",
+    "allocate_movement_out",
+    "evaluate_batch",
+    "evaluate_profiles",
+    "robertson",
+]
+
+
+class CyclicNet(NamedTuple):
+    """Static inputs, shared by all candidates. M movements, E feed edges (CSR grouped by destination movement).
+
+    sat_veh_s: float64 (M,) saturation flow at level 1, veh/s.
+    entry_veh_s: float64 (M,) arrival rate that enters the network at the movement (uniform over the cycle), veh/s.
+    in_ptr: int64 (M+1,) feeds into movement m are in_ptr[m]:in_ptr[m+1].
+    in_src: int64 (E,) upstream movement of each feed.
+    in_share: float64 (E,) share of the upstream departures that go on to m.
+    in_shift_s: int64 (E,) delay-line shift, s (round(beta * travel time)).
+    in_keep: float64 (E,) Robertson 1 - F (0: no dispersion, a pure delay line).
+    order: int64 (M,) the order in which movements are evaluated in a sweep (upstream first converges fastest).
+    """
+
+    sat_veh_s: np.ndarray
+    entry_veh_s: np.ndarray
+    in_ptr: np.ndarray
+    in_src: np.ndarray
+    in_share: np.ndarray
+    in_shift_s: np.ndarray
+    in_keep: np.ndarray
+    order: np.ndarray
+
+
+class CyclicPlans(NamedTuple):
+    """K candidate plans as effective green windows in the candidate's common period (simulation time mod P).
+
+    period_s: int64 (K,) common period of the candidate, s (>= 1).
+    win_start_s: float64 (K, M, W) start of window w of movement m, s, in [0, P).
+    win_len_s: float64 (K, M, W) length, s (0: unused window; >= P: the whole period).
+    win_level: float64 (K, M, W) discharge level in the window as a fraction of the saturation flow
+        (1: protected green; less for permissive). Windows of one movement must not overlap.
+    """
+
+    period_s: np.ndarray
+    win_start_s: np.ndarray
+    win_len_s: np.ndarray
+    win_level: np.ndarray
+
+
+class CyclicOptions(NamedTuple):
+    period_h: float  # analysis period T of the overflow term, h
+    overflow_ki: float  # k * I of the HCM incremental delay (0.5: pretimed, isolated)
+    max_sweeps: int  # sweeps over the movements before giving up on convergence
+    tol_veh: float  # convergence: max change of any departure profile value, veh per second
+    min_capacity_veh_s: float  # capacity floor for X and d2 (keeps zero-green penalties finite)
+
+
+class CyclicTotals(NamedTuple):
+    """Per-candidate totals, float64 (K,) (sweeps: int64 (K,))."""
+
+    delay_veh_s_h: np.ndarray  # sum over movements of flow (veh/h) * (uniform + overflow delay) (s): veh-s per hour
+    stops_veh_h: np.ndarray  # stops per hour
+    max_dos: np.ndarray  # largest degree of saturation
+    sweeps: np.ndarray  # sweeps used (max_sweeps + 1 when not converged)
+
+
+class CyclicMovementOut(NamedTuple):
+    """Per-candidate, per-movement results, float64 (K, M) or (0, M) when not wanted."""
+
+    flow_veh_h: np.ndarray  # arrival flow (entries + capacity-limited upstream departures)
+    capacity_veh_h: np.ndarray
+    dos: np.ndarray  # degree of saturation X = flow / capacity
+    uniform_delay_s: np.ndarray  # area under the periodic queue per vehicle (X capped at 1)
+    overflow_delay_s: np.ndarray  # d2
+    stops_per_veh: np.ndarray
+    max_queue_veh: np.ndarray  # largest periodic (uniform) queue
+    overflow_queue_veh: np.ndarray  # mean overflow queue = flow * d2 (Little)
+
+
+def allocate_movement_out(k: int, m: int) -> CyclicMovementOut:
+    return CyclicMovementOut(*(np.zeros((k, m)) for _ in CyclicMovementOut._fields))
+
+
+@njit(cache=True, inline="always")
+def _queue_second(q0, a, c):
+    """Exact point queue over one second with uniform arrivals ``a`` and service capacity ``c`` (veh in the second).
+
+    Returns (queue at the end, departures, area under the queue in veh*s, vehicles that met a queue).
+    """
+    q1 = q0 + a - c
+    if q1 >= 0.0:
+        # the queue never empties: linear over the whole second
+        stopped = a if (q0 > 0.0 or q1 > 0.0) else 0.0
+        return q1, c, 0.5 * (q0 + q1), stopped
+    if q0 > 0.0:
+        tau = q0 / (c - a)  # the queue empties at tau < 1
+        return 0.0, q0 + a, 0.5 * q0 * tau, a * tau
+    return 0.0, q0 + a, 0.0, 0.0
+
+
+@njit(cache=True)
+def robertson(x, shift, keep, out):
+    """Periodic Robertson dispersion of profile ``x`` (length P): out[t] = F x[t-shift] + keep out[t-1], F = 1-keep.
+
+    Exact periodic solution: one pass from zero, then the geometric tail of the previous periods.
+    """
+    p = x.shape[0]
+    f = 1.0 - keep
+    s = shift % p
+    if keep == 0.0:
+        for t in range(p):
+            j = t - s
+            if j < 0:
+                j += p
+            out[t] = x[j]
+        return
+    y = 0.0
+    for t in range(p):
+        j = t - s
+        if j < 0:
+            j += p
+        y = f * x[j] + keep * y
+        out[t] = y
+    # periodic: y[t] = y0[t] + keep^(t+1) * y[P-1], with y[P-1] = y0[P-1] / (1 - keep^P)
+    keep_p = keep**p
+    tail = out[p - 1] / (1.0 - keep_p)
+    w = keep
+    for t in range(p):
+        out[t] += w * tail
+        w *= keep
+
+
+@njit(cache=True)
+def _build_capacity(sat, starts, lens, levels, p, cap):
+    """cap[t] = sat * sum over windows of level * overlap([t, t+1), window mod P), t < P."""
+    for t in range(p):
+        cap[t] = 0.0
+    for w in range(starts.shape[0]):
+        length = lens[w]
+        if length <= 0.0:
+            continue
+        v = levels[w] * sat
+        if length >= p:
+            for t in range(p):
+                cap[t] += v
+            continue
+        a = starts[w]
+        b = a + length
+        i = int(np.floor(a))
+        while i < b:
+            lo = a if a > i else float(i)
+            hi = b if b < i + 1 else float(i + 1)
+            j = i % p
+            cap[j] += v * (hi - lo)
+            i += 1
+
+
+@njit(cache=True)
+def _evaluate_one(net, plans, opts, k, dep, arr, cap, tmp, tot, mov, write_mov, rec_arr, rec_cap):
+    """Evaluate candidate k into tot[k] (and mov[k, :] when write_mov). dep (M, Pmax), arr/cap/tmp (Pmax,).
+
+    rec_arr, rec_cap: (M, Pmax) records of the (unscaled) arrival and capacity profiles, or (0, 0) for none.
+    """
+    n_mov = net.sat_veh_s.shape[0]
+    p = plans.period_s[k]
+    for m in range(n_mov):
+        for t in range(p):
+            dep[m, t] = 0.0
+    has_feeds = net.in_ptr[n_mov] > 0
+    max_sweeps = opts.max_sweeps if has_feeds else 1
+    t_h = opts.period_h
+    cap_floor = opts.min_capacity_veh_s * p
+    sweeps_used = max_sweeps + 1
+    for sweep in range(max_sweeps):
+        change = 0.0
+        delay_total = 0.0
+        stops_total = 0.0
+        max_dos = 0.0
+        for oi in range(n_mov):
+            m = net.order[oi]
+            # arrival profile: entries plus dispersed upstream departures
+            e = net.entry_veh_s[m]
+            for t in range(p):
+                arr[t] = e
+            for f in range(net.in_ptr[m], net.in_ptr[m + 1]):
+                robertson(dep[net.in_src[f], :p], net.in_shift_s[f], net.in_keep[f], tmp[:p])
+                sh = net.in_share[f]
+                for t in range(p):
+                    arr[t] += sh * tmp[t]
+            _build_capacity(
+                net.sat_veh_s[m], plans.win_start_s[k, m], plans.win_len_s[k, m], plans.win_level[k, m], p, cap
+            )
+            a_sum = 0.0
+            c_sum = 0.0
+            for t in range(p):
+                a_sum += arr[t]
+                c_sum += cap[t]
+            if rec_arr.shape[0] > 0:
+                for t in range(p):
+                    rec_arr[m, t] = arr[t]
+                    rec_cap[m, t] = cap[t]
+            c_eff = c_sum if c_sum > cap_floor else cap_floor
+            x = a_sum / c_eff if a_sum > 0.0 else 0.0
+            # above capacity the periodic part carries the capacity flow; the excess is the overflow term's
+            scale = c_sum / a_sum if a_sum > c_sum else 1.0
+            # warm-up period from an empty queue: afterwards the queue is the periodic one (minimal one at X = 1)
+            q = 0.0
+            for t in range(p):
+                q = q + scale * arr[t] - cap[t]
+                if q < 0.0:
+                    q = 0.0
+            area = 0.0
+            stopped = 0.0
+            q_max = q
+            for t in range(p):
+                q, d, ar, st = _queue_second(q, scale * arr[t], cap[t])
+                area += ar
+                stopped += st
+                if q > q_max:
+                    q_max = q
+                diff = abs(d - dep[m, t])
+                if diff > change:
+                    change = diff
+                dep[m, t] = d
+            # per-vehicle figures
+            flow_h = a_sum / p * 3600.0
+            capacity_h = c_eff / p * 3600.0
+            a_scaled = scale * a_sum
+            d1 = area / a_scaled if a_scaled > 0.0 else 0.0
+            if x > 0.0:
+                xm1 = x - 1.0
+                d2 = 900.0 * t_h * (xm1 + np.sqrt(xm1 * xm1 + 8.0 * opts.overflow_ki * x / (capacity_h * t_h)))
+            else:
+                d2 = 0.0
+            h = stopped / a_scaled if a_scaled > 0.0 else 0.0
+            if scale < 1.0:
+                h = h * scale + (1.0 - scale)
+            delay_total += flow_h * (d1 + d2)
+            stops_total += flow_h * h
+            if x > max_dos:
+                max_dos = x
+            if write_mov:
+                mov.flow_veh_h[k, m] = flow_h
+                mov.capacity_veh_h[k, m] = capacity_h
+                mov.dos[k, m] = x
+                mov.uniform_delay_s[k, m] = d1
+                mov.overflow_delay_s[k, m] = d2
+                mov.stops_per_veh[k, m] = h
+                mov.max_queue_veh[k, m] = q_max
+                mov.overflow_queue_veh[k, m] = flow_h / 3600.0 * d2
+        tot.delay_veh_s_h[k] = delay_total
+        tot.stops_veh_h[k] = stops_total
+        tot.max_dos[k] = max_dos
+        if not has_feeds or (sweep > 0 and change <= opts.tol_veh):
+            sweeps_used = sweep + 1
+            break
+    tot.sweeps[k] = sweeps_used
+
+
+@njit(cache=True, parallel=True)
+def _batch_kernel(net, plans, opts, chunk_ptr, dep, arr, cap, tmp, tot, mov, write_mov):
+    """prange over thread chunks; chunk c evaluates candidates chunk_ptr[c]:chunk_ptr[c+1] with scratch row c."""
+    n_chunks = chunk_ptr.shape[0] - 1
+    no_rec = np.zeros((0, 0))
+    for c in prange(n_chunks):
+        for k in range(chunk_ptr[c], chunk_ptr[c + 1]):
+            _evaluate_one(net, plans, opts, k, dep[c], arr[c], cap[c], tmp[c], tot, mov, write_mov, no_rec, no_rec)
+
+
+@njit(cache=True)
+def _profiles_kernel(net, plans, opts, k, dep, arr, cap, tmp, tot, mov, rec_arr, rec_cap):
+    _evaluate_one(net, plans, opts, k, dep, arr, cap, tmp, tot, mov, True, rec_arr, rec_cap)
+
+
+def _check(net: CyclicNet, plans: CyclicPlans) -> tuple[int, int]:
+    n_mov = net.sat_veh_s.shape[0]
+    k = plans.period_s.shape[0]
+    if net.in_ptr.shape != (n_mov + 1,) or net.order.shape != (n_mov,):
+        raise ValueError("CyclicNet: in_ptr must have M+1 entries and order M")
+    if sorted(net.order.tolist()) != list(range(n_mov)):
+        raise ValueError("CyclicNet: order must be a permutation of the movements")
+    n_edges = int(net.in_ptr[-1])
+    for name in ("in_src", "in_share", "in_shift_s", "in_keep"):
+        if getattr(net, name).shape != (n_edges,):
+            raise ValueError(f"CyclicNet.{name} must have in_ptr[-1] = {n_edges} entries")
+    if np.any((net.in_keep < 0) | (net.in_keep >= 1)):
+        raise ValueError("CyclicNet.in_keep (1 - F) must lie in [0, 1)")
+    if plans.win_start_s.ndim != 3 or plans.win_start_s.shape[:2] != (k, n_mov):
+        raise ValueError(f"CyclicPlans windows must have shape (K={k}, M={n_mov}, W)")
+    if plans.win_len_s.shape != plans.win_start_s.shape or plans.win_level.shape != plans.win_start_s.shape:
+        raise ValueError("CyclicPlans: win_start_s, win_len_s, win_level must have the same shape")
+    if k and int(plans.period_s.min()) < 1:
+        raise ValueError("CyclicPlans.period_s must be >= 1 s")
+    return k, n_mov
+
+
+def _normalise(net: CyclicNet, plans: CyclicPlans, opts: CyclicOptions):
+    """Contiguous arrays of the dtypes the kernels are compiled for (one compiled specialisation)."""
+    net = CyclicNet(
+        np.ascontiguousarray(net.sat_veh_s, np.float64),
+        np.ascontiguousarray(net.entry_veh_s, np.float64),
+        np.ascontiguousarray(net.in_ptr, np.int64),
+        np.ascontiguousarray(net.in_src, np.int64),
+        np.ascontiguousarray(net.in_share, np.float64),
+        np.ascontiguousarray(net.in_shift_s, np.int64),
+        np.ascontiguousarray(net.in_keep, np.float64),
+        np.ascontiguousarray(net.order, np.int64),
+    )
+    plans = CyclicPlans(
+        np.ascontiguousarray(plans.period_s, np.int64),
+        np.ascontiguousarray(plans.win_start_s, np.float64),
+        np.ascontiguousarray(plans.win_len_s, np.float64),
+        np.ascontiguousarray(plans.win_level, np.float64),
+    )
+    opts = CyclicOptions(
+        float(opts.period_h), float(opts.overflow_ki), int(opts.max_sweeps), float(opts.tol_veh),
+        float(opts.min_capacity_veh_s),
+    )
+    return net, plans, opts
+
+
+def evaluate_batch(
+    net: CyclicNet,
+    plans: CyclicPlans,
+    opts: CyclicOptions,
+    *,
+    per_movement: bool = True,
+    n_threads: int | None = None,
+) -> tuple[CyclicTotals, CyclicMovementOut]:
+    """Evaluate K candidate plans. Returns totals (K,) and per-movement results (K, M) (or (0, M) arrays).
+
+    ``n_threads``: thread chunks (default: numba's current thread count); scratch memory is
+    n_threads * M * max(P) floats whatever K is.
+    """
+    net, plans, opts = _normalise(net, plans, opts)
+    k, n_mov = _check(net, plans)
+    n_thr = max(1, min(int(n_threads or numba.get_num_threads()), max(k, 1)))
+    p_max = int(plans.period_s.max()) if k else 1
+    chunk_ptr = np.linspace(0, k, n_thr + 1).round().astype(np.int64)
+    dep = np.zeros((n_thr, n_mov, p_max))
+    arr = np.zeros((n_thr, p_max))
+    cap = np.zeros((n_thr, p_max))
+    tmp = np.zeros((n_thr, p_max))
+    tot = CyclicTotals(np.zeros(k), np.zeros(k), np.zeros(k), np.zeros(k, np.int64))
+    mov = allocate_movement_out(k if per_movement else 0, n_mov)
+    _batch_kernel(net, plans, opts, chunk_ptr, dep, arr, cap, tmp, tot, mov, per_movement)
+    return tot, mov
+
+
+def evaluate_profiles(
+    net: CyclicNet, plans: CyclicPlans, opts: CyclicOptions, k: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The steady-state profiles of candidate k: arrivals, capacity, departures, float64 (M, P), veh per second.
+
+    Arrivals are as offered (before the above-capacity scaling); departures are the periodic queue's.
+    """
+    net, plans, opts = _normalise(net, plans, opts)
+    n_k, n_mov = _check(net, plans)
+    if not 0 <= k < n_k:
+        raise IndexError(f"candidate {k} not in [0, {n_k})")
+    p = int(plans.period_s[k])
+    dep = np.zeros((n_mov, p))
+    rec_arr = np.zeros((n_mov, p))
+    rec_cap = np.zeros((n_mov, p))
+    tot = CyclicTotals(np.zeros(n_k), np.zeros(n_k), np.zeros(n_k), np.zeros(n_k, np.int64))
+    mov = allocate_movement_out(n_k, n_mov)
+    _profiles_kernel(net, plans, opts, k, dep, np.zeros(p), np.zeros(p), np.zeros(p), tot, mov, rec_arr, rec_cap)
+    return rec_arr, rec_cap, dep

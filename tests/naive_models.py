@@ -1,0 +1,138 @@
+"""Slow, obviously correct twins of the models' kernels (pure Python loops over plain lists).
+
+They follow the same definitions as the kernels but compute them the long way: the periodic queue and the periodic
+dispersed profile by simulating period after period until nothing changes, capacity by intersecting every second
+with every shifted copy of every window, the area under the queue from the time at which it empties.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+# ----------------------------------------------------------------------------------------------- cyclic model
+
+
+def naive_capacity(sat: float, starts, lens, levels, period: int) -> list[float]:
+    cap = [0.0] * period
+    for a, length, level in zip(starts, lens, levels, strict=True):
+        if length <= 0:
+            continue
+        if length >= period:
+            for t in range(period):
+                cap[t] += sat * level
+            continue
+        for t in range(period):
+            for shift in (-2 * period, -period, 0, period, 2 * period):
+                lo = max(t, a + shift)
+                hi = min(t + 1, a + length + shift)
+                if hi > lo:
+                    cap[t] += sat * level * (hi - lo)
+    return cap
+
+
+def naive_disperse(x: list[float], shift: int, keep: float) -> list[float]:
+    """Run Robertson's recursion over many periods from zero; return the last (periodic) period."""
+    period = len(x)
+    y_prev = 0.0
+    out = [0.0] * period
+    for _ in range(4000):
+        old = list(out)
+        for t in range(period):
+            y_prev = (1.0 - keep) * x[(t - shift) % period] + keep * y_prev
+            out[t] = y_prev
+        if max(abs(a - b) for a, b in zip(out, old, strict=True)) < 1e-15:
+            break
+    return out
+
+
+def naive_second(q0: float, a: float, c: float) -> tuple[float, float, float, float]:
+    """One second of a fluid queue: (q_end, departures, area, arrivals that meet a queue)."""
+    if c <= a:
+        # the queue cannot shrink: it grows linearly (or stays put)
+        q1 = q0 + a - c
+        met = a if q0 > 0 or q1 > 0 else 0.0
+        return q1, c, (q0 + q1) / 2.0, met
+    empty_at = q0 / (c - a)  # time at which the queue is gone
+    if empty_at >= 1.0:
+        q1 = q0 - (c - a)
+        return q1, c, (q0 + q1) / 2.0, a
+    return 0.0, q0 + a, q0 * empty_at / 2.0, a * empty_at
+
+
+def naive_queue_period(arr: list[float], cap: list[float]):
+    """Simulate periods from an empty queue until the queue at the period start repeats; then measure one."""
+    q = 0.0
+    for _ in range(10000):
+        start = q
+        for a, c in zip(arr, cap, strict=True):
+            q = naive_second(q, a, c)[0]
+        if abs(q - start) < 1e-13:
+            break
+    deps, area, met, qmax = [], 0.0, 0.0, q
+    for a, c in zip(arr, cap, strict=True):
+        q, d, ar, st = naive_second(q, a, c)
+        deps.append(d)
+        area += ar
+        met += st
+        qmax = max(qmax, q)
+    return deps, area, met, qmax
+
+
+def naive_cyclic(net, plans, opts) -> tuple[dict, dict]:
+    """Twin of models.cyclic.evaluate_batch: returns (totals, per-movement) dicts of numpy arrays."""
+    n_mov = len(net.sat_veh_s)
+    k_all = len(plans.period_s)
+    fields = ("flow_veh_h", "capacity_veh_h", "dos", "uniform_delay_s", "overflow_delay_s", "stops_per_veh",
+              "max_queue_veh", "overflow_queue_veh")
+    mov = {f: np.zeros((k_all, n_mov)) for f in fields}
+    tot = {f: np.zeros(k_all) for f in ("delay_veh_s_h", "stops_veh_h", "max_dos")}
+    feeds = [
+        [(int(net.in_src[e]), float(net.in_share[e]), int(net.in_shift_s[e]), float(net.in_keep[e]))
+         for e in range(int(net.in_ptr[m]), int(net.in_ptr[m + 1]))]
+        for m in range(n_mov)
+    ]
+    for k in range(k_all):
+        period = int(plans.period_s[k])
+        deps = [[0.0] * period for _ in range(n_mov)]
+        for _sweep in range(5000):
+            change = 0.0
+            rows = {}
+            for m in [int(i) for i in net.order]:
+                arr = [float(net.entry_veh_s[m])] * period
+                for src, share, shift, keep in feeds[m]:
+                    disp = naive_disperse(deps[src], shift, keep)
+                    arr = [a + share * d for a, d in zip(arr, disp, strict=True)]
+                cap = naive_capacity(float(net.sat_veh_s[m]), plans.win_start_s[k, m], plans.win_len_s[k, m],
+                                     plans.win_level[k, m], period)
+                a_sum, c_sum = sum(arr), sum(cap)
+                c_eff = max(c_sum, opts.min_capacity_veh_s * period)
+                x = a_sum / c_eff if a_sum > 0 else 0.0
+                scale = c_sum / a_sum if a_sum > c_sum else 1.0
+                d, area, met, qmax = naive_queue_period([scale * a for a in arr], cap)
+                change = max(change, max(abs(u - v) for u, v in zip(d, deps[m], strict=True)))
+                deps[m] = d
+                flow_h = a_sum / period * 3600
+                cap_h = c_eff / period * 3600
+                n_veh = scale * a_sum
+                d1 = area / n_veh if n_veh > 0 else 0.0
+                t_h = opts.period_h
+                d2 = 900 * t_h * ((x - 1) + math.sqrt((x - 1) ** 2 + 8 * opts.overflow_ki * x / (cap_h * t_h))) \
+                    if x > 0 else 0.0
+                h = met / n_veh if n_veh > 0 else 0.0
+                if scale < 1:
+                    h = h * scale + (1 - scale)
+                rows[m] = dict(flow_veh_h=flow_h, capacity_veh_h=cap_h, dos=x, uniform_delay_s=d1,
+                               overflow_delay_s=d2, stops_per_veh=h, max_queue_veh=qmax,
+                               overflow_queue_veh=flow_h / 3600 * d2)
+            if change < 1e-13 or not any(feeds):
+                break
+        for m, row in rows.items():
+            for f, v in row.items():
+                mov[f][k, m] = v
+        tot["delay_veh_s_h"][k] = sum(r["flow_veh_h"] * (r["uniform_delay_s"] + r["overflow_delay_s"])
+                                      for r in rows.values())
+        tot["stops_veh_h"][k] = sum(r["flow_veh_h"] * r["stops_per_veh"] for r in rows.values())
+        tot["max_dos"][k] = max([r["dos"] for r in rows.values()] + [0.0])
+    return tot, mov
