@@ -31,7 +31,7 @@ class Sequencer:
     """One signal's legal state machine over its green phases (state strings of the signal's program)."""
 
     def __init__(self, spec: SignalSpec, green_states: list[str], max_green_s: float | None = None,
-                 start_phase: int = 0):
+                 start_phase: int = 0, min_green_floor_s: float = 0.0):
         if not green_states:
             raise ValueError(f"{spec.signal_id}: no green phases")
         self.spec = spec
@@ -42,7 +42,7 @@ class Sequencer:
         self.queue: list[_Step] = []  # pending transition steps (then the target green)
         self.target = start_phase
         self.state = self.greens[start_phase]
-        self.min_green_s = [self._min_green(s) for s in self.greens]
+        self.min_green_s = [max(self._min_green(s), min_green_floor_s) for s in self.greens]
         self.switches = 0
 
     def _min_green(self, state: str) -> float:
@@ -123,13 +123,19 @@ class Sequencer:
         return self.state
 
 
-def green_phase_states(states: list[str]) -> list[str]:
-    """The green phases of a program: states where some group is green, in program order, without duplicates."""
+def green_phase_states(states: list[str], durations: list[float] | None = None, min_s: float = 5.0) -> list[str]:
+    """The green phases of a program: states where some group is green, in program order, without duplicates.
+
+    With ``durations``, green phases shorter than ``min_s`` (intermediate steps of a transition, such as a brief
+    green for a leading turn) are left out, unless that would leave none.
+    """
     out: list[str] = []
-    for s in states:
+    for k, s in enumerate(states):
+        if durations is not None and durations[k] < min_s:
+            continue
         if any(c in "Gg" for c in s) and s not in out:
             out.append(s)
-    return out
+    return out or (green_phase_states(states) if durations is not None else out)
 
 
 def codes_green(codes: np.ndarray) -> np.ndarray:

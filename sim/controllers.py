@@ -128,6 +128,10 @@ class MaxPressureController(Controller):
 
     def act(self, obs: Observation) -> dict[int, int]:
         pressure, up = self._movement_pressure(obs)
+        if self.t0 is None:  # red clocks start when control starts, not at time 0
+            self.t0 = obs.t_s
+            for r in self.red_since:
+                r[:] = obs.t_s
         wishes = {}
         for s, seq in enumerate(self.seqs):
             rows = self.phase_movs[s]

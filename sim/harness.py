@@ -31,6 +31,7 @@ from sim.scenario import Scenario
 DETECTOR_LENGTH_M = 150.0
 OUT_DETECTOR_LENGTH_M = 100.0
 DETECTOR_PERIOD_S = 60
+MIN_GREEN_FLOOR_S = 5.0  # adaptive controllers hold every green at least this long (engineering practice)
 
 
 @dataclass
@@ -267,11 +268,11 @@ def _make_sequencers(net: Network, conn_mod) -> list[Sequencer]:
     seqs = []
     for s, sid in enumerate(net.signal_ids):
         states = [net.phase_states[p] for p in net.phases_of(s)]
-        greens = green_phase_states(states)
+        greens = green_phase_states(states, [float(net.phase_duration_s[p]) for p in net.phases_of(s)])
         # start from the green phase SUMO shows now (or the first)
         cur = conn_mod.trafficlight.getRedYellowGreenState(sid)
         start = greens.index(cur) if cur in greens else 0
-        seq = Sequencer(net.signal_spec(s), greens, start_phase=start)
+        seq = Sequencer(net.signal_spec(s), greens, start_phase=start, min_green_floor_s=MIN_GREEN_FLOOR_S)
         seqs.append(seq)
     return seqs
 
