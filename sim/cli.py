@@ -13,6 +13,7 @@ def cmd_evaluate(args) -> int:
     records = evaluate(
         args.scenario, controllers, parse_seeds(args.seeds), Path(args.out), plan=args.plan, protocol=args.protocol,
         routes=args.routes, jobs=args.jobs, dask_address=args.dask, backend=args.backend, gui=args.gui,
+        begin_s=args.begin, end_s=args.end,
     )
     failed = [r for r in records if r["status"] != "ok"]
     for r in sorted(records, key=lambda r: (r["controller"], r["seed"])):
@@ -31,6 +32,8 @@ def add_commands(sub, scenario_args, _compile) -> None:
     p = sub.add_parser("evaluate", help="run a scenario in SUMO with controllers and seeds; write KPIs per run")
     p.add_argument("scenario", help="a .sumocfg, a folder holding one, a .net.xml (with --routes) or a bundled name")
     p.add_argument("--routes", nargs="+", help="route files (override the configuration's)")
+    p.add_argument("--begin", type=float, help="window start, s (default: the configuration's)")
+    p.add_argument("--end", type=float, help="window end, s (default: the configuration's)")
     p.add_argument("--controller", default="fixed",
                    help="comma-separated: fixed, webster, webster-coord, actuated, max-pressure, plan")
     p.add_argument("--plan", help="plan file for controller 'plan': SUMO additional file with tlLogic, or JSON plan")

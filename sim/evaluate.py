@@ -55,9 +55,10 @@ def run_job(job: dict) -> dict:
     record = {"scenario": job["scenario_name"], "controller": job["controller"], "seed": job["seed"],
               "protocol": job["protocol"], "status": "failed", "error": None, "wall_s": 0.0}
     try:
-        ck = (job["scenario"], tuple(job.get("routes") or ()))
+        ck = (job["scenario"], tuple(job.get("routes") or ()), job.get("begin_s"), job.get("end_s"))
         if ck not in _COMPILED:
-            _COMPILED[ck] = compile_scenario(job["scenario"], routes=job.get("routes"))
+            _COMPILED[ck] = compile_scenario(job["scenario"], routes=job.get("routes"), begin_s=job.get("begin_s"),
+                                             end_s=job.get("end_s"))
         comp = _COMPILED[ck]
         ctrl = make_controller(job["controller"], job.get("plan"))
         cfg = RunConfig(seed=job["seed"], protocol=job["protocol"], backend=job.get("backend", "libsumo"),
@@ -98,7 +99,7 @@ def write_summary(out: Path, records: list[dict]) -> None:
 def evaluate(scenario: str, controllers: list[str], seeds: list[int], out: Path, *, plan: str | None = None,
              protocol: str = "default", routes: list[str] | None = None, jobs: int | None = None,
              dask_address: str | None = None, backend: str = "libsumo", gui: bool = False,
-             progress: bool = True) -> list[dict]:
+             progress: bool = True, begin_s: float | None = None, end_s: float | None = None) -> list[dict]:
     """Run every (controller, seed) and return the run records (see module docstring)."""
     from sim.controllers import CONTROLLERS
     from sim.scenario import load_scenario
@@ -110,11 +111,12 @@ def evaluate(scenario: str, controllers: list[str], seeds: list[int], out: Path,
         raise GronvagError("controller 'plan' needs --plan FILE")
     if plan and not Path(plan).is_file():
         raise GronvagError("plan file not found", plan)
-    sc = load_scenario(scenario, routes=routes)  # fail fast, in the parent, on bad input
+    sc = load_scenario(scenario, routes=routes, begin_s=begin_s, end_s=end_s)  # fail fast, in the parent
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     jobs_list = [
         {"scenario": str(scenario), "scenario_name": sc.name, "routes": routes, "controller": c, "seed": s,
+         "begin_s": begin_s, "end_s": end_s,
          "plan": str(Path(plan).resolve()) if plan else None, "protocol": protocol, "out": str(out.resolve()),
          "backend": backend, "gui": gui}
         for c in controllers for s in seeds
