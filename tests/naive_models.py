@@ -136,3 +136,71 @@ def naive_cyclic(net, plans, opts) -> tuple[dict, dict]:
         tot["stops_veh_h"][k] = sum(r["flow_veh_h"] * r["stops_per_veh"] for r in rows.values())
         tot["max_dos"][k] = max([r["dos"] for r in rows.values()] + [0.0])
     return tot, mov
+
+
+# ------------------------------------------------------------------------------------------------ queue model
+
+
+def naive_queue(net, dem, level, queue0, backlog0, pending0, t0: int, n_steps: int):
+    """Twin of models.queue.run. ``pending0``: dict {(movement, arrival second): veh} of vehicles in transit.
+
+    Returns (queue, backlog, pending, kpis dict of lists) after n_steps seconds.
+    """
+    n_mov = len(net.sat_veh_s)
+    n_appr = len(net.storage_veh)
+    appr = [int(a) for a in net.mov_approach]
+    outs = [
+        [(int(net.out_dst[e]), float(net.out_share[e]), int(net.out_delay_s[e]))
+         for e in range(int(net.out_ptr[m]), int(net.out_ptr[m + 1]))]
+        for m in range(n_mov)
+    ]
+    q = [float(v) for v in queue0]
+    backlog = [float(v) for v in backlog0]
+    pending = dict(pending0)
+    names = ("delay_veh_s", "backlog_delay_veh_s", "stops_veh", "arrivals_veh", "departures_veh", "entered_veh",
+             "exited_veh", "max_queue_veh", "blocked_s")
+    kpi = {n: [0.0] * n_mov for n in names}
+    for t in range(t0, t0 + n_steps):
+        lv = level[t % len(level)]
+        entry = dem.entry_veh_s[min(t // dem.bin_steps, len(dem.entry_veh_s) - 1)]
+        in_transit = [0.0] * n_mov
+        for (m, _), v in pending.items():
+            in_transit[m] += v
+        space = [float(net.storage_veh[a]) for a in range(n_appr)]
+        for m in range(n_mov):
+            space[appr[m]] -= q[m] + in_transit[m]
+        space = [max(0.0, s) for s in space]
+        arriving = [pending.pop((m, t), 0.0) for m in range(n_mov)]
+        want_in = [backlog[m] + float(entry[m]) for m in range(n_mov)]
+        cap = [float(net.sat_veh_s[m]) * float(lv[m]) for m in range(n_mov)]
+        send = [min(q[m] + arriving[m] + want_in[m], cap[m]) for m in range(n_mov)]
+        asked = [0.0] * n_appr
+        for m in range(n_mov):
+            asked[appr[m]] += want_in[m]
+        for m in range(n_mov):
+            for dst, share, _ in outs[m]:
+                asked[appr[dst]] += send[m] * share
+        phi = [1.0 if asked[a] <= space[a] else space[a] / asked[a] for a in range(n_appr)]
+        for m in range(n_mov):
+            admitted = want_in[m] * phi[appr[m]]
+            kpi["backlog_delay_veh_s"][m] += (backlog[m] + want_in[m] - admitted) / 2
+            backlog[m] = want_in[m] - admitted
+            kpi["entered_veh"][m] += admitted
+            arr = arriving[m] + admitted
+            rate = cap[m]
+            f = min([phi[appr[dst]] for dst, _, _ in outs[m]] + [1.0])
+            if f < 1 and send[m] * f < min(q[m] + arr, cap[m]):
+                kpi["blocked_s"][m] += 1
+                rate = send[m] * f
+            q[m], d, area, met = naive_second(q[m], arr, rate)
+            kpi["delay_veh_s"][m] += area
+            kpi["stops_veh"][m] += met
+            kpi["arrivals_veh"][m] += arr
+            kpi["departures_veh"][m] += d
+            kpi["max_queue_veh"][m] = max(kpi["max_queue_veh"][m], q[m])
+            left = d
+            for dst, share, delay in outs[m]:
+                pending[(dst, t + delay)] = pending.get((dst, t + delay), 0.0) + d * share
+                left -= d * share
+            kpi["exited_veh"][m] += left
+    return q, backlog, pending, kpi
