@@ -1,0 +1,492 @@
+"""The controller agent: one DEALER per intersection controller, talking GVCP/1 to the engine's ROUTER.
+
+Rules (see controllers/README-style notes in :mod:`controllers`):
+
+* A PLAN is accepted only if its (epoch, seq) is newer than the last accepted one, its sha256 matches its canonical
+  body, and it passes :func:`engine.safety.check_plan` under the local spec, with a safe transition into it from the
+  running plan and back out of it to the fallback plan. Unsafe plans are rejected whole; the running plan keeps going.
+* An accepted plan is written to disk (atomically, fsynced) *before* ACK ``accepted``; the runner switches at a safe
+  transition point, the state is written again and ACK ``applied`` follows. A plan is applied at most once.
+* The same (epoch, seq, sha256) again gets ``duplicate`` (with the stored status); an older one ``superseded``.
+* Lease: every PLAN, PING or WELCOME from the engine renews it. When it runs out the agent reverts to its fallback
+  plan, reports ``fallback`` mode and raises the ``LEASE_EXPIRED`` alarm; only a fresh PLAN (newer seq) brings
+  central control back.
+
+:class:`ControllerAgent` is event-driven (no threads of its own); :class:`AgentHost` polls many agents in one thread,
+so a process can host one controller (``gronvag controller``) or hundreds (the benchmark).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+import zmq
+
+from controllers import wire
+from controllers.security import KeyPair, MonitorLog
+from controllers.signal import PlanRunner, Switch, TransitionCache, find_transition
+from controllers.state import HISTORY, ControllerState, StateFile, StoredPlan
+from controllers.wire import Ack, Activation, PlanMsg, PlanRef, WireError
+from engine.plan import SignalPlan, decode_plan, encode_plan
+from engine.safety import SignalSpec, check_plan
+
+log = logging.getLogger(__name__)
+
+FALLBACK_KEY = "fallback"
+LEASE_ALARM = "LEASE_EXPIRED"
+
+
+class DayClock:
+    """Signal time in seconds since midnight UTC of the start day (continuous past midnight), optionally sped up."""
+
+    def __init__(self, scale: float = 1.0, start_s: float | None = None):
+        now = time.time()
+        self.scale = float(scale)
+        self._base = (now % 86400.0) if start_s is None else float(start_s)
+        self._mono0 = time.monotonic()
+
+    def __call__(self) -> float:
+        return self._base + (time.monotonic() - self._mono0) * self.scale
+
+
+@dataclass
+class AgentConfig:
+    controller_id: str
+    endpoint: str
+    keys: KeyPair  # own key pair (secret needed)
+    engine_public: bytes  # pinned Z85 public key of the engine
+    state_dir: Path
+    fallback: SignalPlan
+    spec: SignalSpec
+    signal_id: str = ""  # the plans' signal_id this controller runs; default: controller_id
+    clock: Callable[[], float] = field(default_factory=DayClock)
+    hello_after_s: float = 3.0  # re-send HELLO when the engine has been silent this long
+    status_interval_s: float = 10.0
+    reconnect_ivl_ms: int = 500
+    reconnect_ivl_max_ms: int = 5000
+    fsync: bool = True
+
+    def __post_init__(self) -> None:
+        self.signal_id = self.signal_id or self.controller_id
+        self.state_dir = Path(self.state_dir)
+
+
+class ControllerAgent:
+    def __init__(self, cfg: AgentConfig, context: zmq.Context, *, cache: TransitionCache | None = None):
+        self.cfg = cfg
+        self.id = cfg.controller_id
+        self.ctx = context
+        self.sock: zmq.Socket | None = None
+        self.monitor: MonitorLog | None = None
+        self.cache = cache or TransitionCache()
+        self.store = StateFile(cfg.state_dir, self.id, fsync=cfg.fsync)
+        self.state: ControllerState = self.store.load()
+        self.boot_id = uuid.uuid4().hex
+        self.engine_epoch: int | None = None
+        self.connected = False
+        self.applied_log: list[tuple[PlanRef, int]] = []  # (plan, signal time) of every switch to a central plan
+        self.counts: dict[str, int] = {}
+        self._alarms: dict[str, str] = {}  # active alarm code -> text
+        self._last_rx = time.monotonic()
+        self._last_hello = 0.0
+        self._last_status = 0.0
+        self._lease_deadline = 0.0
+        self._unsent: list[wire.Message] = []  # notifications to repeat after the next WELCOME
+        self._valid_memo: dict[str, list[str]] = {}
+        self._start_runner()
+
+    # ------------------------------------------------------------------ start-up
+    def _start_runner(self) -> None:
+        st = self.state
+        st.boots += 1
+        t0 = int(self.cfg.clock())
+        now = time.time()
+        central: SignalPlan | None = None
+        if st.mode == "central" and st.accepted is not None:
+            if st.lease_expires_unix > now:
+                try:
+                    central = decode_plan(st.accepted.plan)
+                except msgspec.MsgspecError as exc:
+                    log.error("%s: stored plan unreadable (%s); using the fallback plan", self.id, exc)
+            else:
+                log.warning("%s: lease of stored plan %s expired while down; starting on the fallback plan",
+                            self.id, st.accepted.ref.short())
+                self._alarms[LEASE_ALARM] = "lease expired while the controller was down"
+        if central is not None:
+            ref = st.accepted.ref
+            self.runner = PlanRunner(central, self.cfg.spec, t0, key=ref, cache=self.cache)
+            self._lease_deadline = time.monotonic() + (st.lease_expires_unix - now)
+            if st.accepted_status == "applied":
+                log.info("%s: resumed plan %s (lease %.1f s left)", self.id, ref.short(), st.lease_expires_unix - now)
+                self.store.save(st)
+            else:
+                self._applied(ref, t0, resumed=True)
+        else:
+            st.mode = "fallback"
+            self.runner = PlanRunner(self.cfg.fallback, self.cfg.spec, t0, key=FALLBACK_KEY, cache=self.cache)
+            log.info("%s: running the fallback plan", self.id)
+            self.store.save(st)
+
+    def start(self) -> None:
+        s = self.ctx.socket(zmq.DEALER)
+        s.linger = 0
+        s.routing_id = self.id.encode("ascii")
+        s.immediate = 1
+        s.curve_publickey = self.cfg.keys.public
+        s.curve_secretkey = self.cfg.keys.secret
+        s.curve_serverkey = self.cfg.engine_public
+        s.maxmsgsize = wire.MAX_FRAME_BYTES
+        s.reconnect_ivl = self.cfg.reconnect_ivl_ms
+        s.reconnect_ivl_max = self.cfg.reconnect_ivl_max_ms
+        s.heartbeat_ivl = 2000
+        s.heartbeat_timeout = 6000
+        s.sndhwm = 1000
+        s.rcvhwm = 1000
+        self.monitor = MonitorLog(s, f"controller {self.id}", on_event=self._on_monitor)
+        s.connect(self.cfg.endpoint)
+        self.sock = s
+
+    def close(self) -> None:
+        if self.sock is not None:
+            if self.monitor is not None:
+                self.monitor.close(self.sock)
+            self.sock.close(linger=0)
+            self.sock = None
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def mode(self) -> str:
+        return self.state.mode
+
+    @property
+    def running_ref(self) -> PlanRef | None:
+        return self.runner.key if isinstance(self.runner.key, PlanRef) else None
+
+    @property
+    def last_accepted(self) -> PlanRef | None:
+        return self.state.accepted.ref if self.state.accepted else None
+
+    # ------------------------------------------------------------------ sending
+    def _send(self, msg: wire.Message, *, keep: bool = False) -> bool:
+        if self.sock is None:
+            if keep:
+                self._unsent.append(msg)
+            return False
+        try:
+            self.sock.send_multipart(wire.encode(msg), flags=zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            if keep:
+                self._unsent.append(msg)
+            log.debug("%s: engine not connected; %s not sent", self.id, type(msg).__name__)
+            return False
+
+    def _ack(self, msg: PlanMsg, status: str, reason: str = "", ref: PlanRef | None = None, *,
+             keep: bool = False) -> None:
+        self.counts[status] = self.counts.get(status, 0) + 1
+        self._send(Ack(msg_id=wire.new_msg_id(), ack_of=msg.msg_id, controller_id=self.id, ref=ref or msg.ref,
+                       status=status, mode=self.state.mode, reason=reason[: wire.MAX_TEXT],
+                       last_accepted=self.last_accepted, running=self.running_ref,
+                       at_s=max(0.0, float(self.runner.t_s))), keep=keep)
+
+    def _hello(self) -> None:
+        self._last_hello = time.monotonic()
+        self._send(wire.Hello(controller_id=self.id, boot_id=self.boot_id, mode=self.state.mode,
+                              signal_id=self.cfg.signal_id, last_accepted=self.last_accepted,
+                              running=self.running_ref))
+
+    def status_msg(self) -> wire.Status:
+        lease_left = max(0.0, self._lease_deadline - time.monotonic()) if self.state.mode == "central" else 0.0
+        pend = self.runner.pending_key
+        return wire.Status(controller_id=self.id, mode=self.state.mode, running=self.running_ref,
+                           pending=pend if isinstance(pend, PlanRef) else None, last_accepted=self.last_accepted,
+                           phase_index=self.runner.phase, state=self.runner.state[:512],
+                           program_s=self.runner.program_s, lease_remaining_s=lease_left,
+                           alarms=tuple(sorted(self._alarms)))
+
+    def _status(self) -> None:
+        self._last_status = time.monotonic()
+        self._send(self.status_msg())
+
+    def _alarm(self, code: str, active: bool, text: str) -> None:
+        if active:
+            self._alarms[code] = text
+        else:
+            self._alarms.pop(code, None)
+        self._send(wire.Alarm(controller_id=self.id, code=code, active=active, event_ts=time.time(),
+                              text=text[: wire.MAX_TEXT]))
+
+    # ------------------------------------------------------------------ receiving
+    def _on_monitor(self, event: str) -> None:
+        if event == "HANDSHAKE_SUCCEEDED":
+            self.connected = True
+            self._hello()
+        elif event in ("DISCONNECTED", "HANDSHAKE_FAILED_PROTOCOL", "HANDSHAKE_FAILED_AUTH",
+                       "HANDSHAKE_FAILED_NO_DETAIL"):
+            self.connected = False
+
+    def on_readable(self, sock: zmq.Socket, limit: int = 100) -> None:
+        if self.monitor is not None and sock is self.monitor.sock:
+            self.monitor.drain()
+            return
+        for _ in range(limit):
+            try:
+                frames = self.sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.handle(frames)
+
+    def handle(self, frames: list[bytes]) -> None:
+        """Process one received message (all frames). Never raises for bad input: logs it and answers ERROR."""
+        try:
+            msg = wire.decode(frames, wire.TO_CONTROLLER)
+        except WireError as exc:
+            self.counts["malformed"] = self.counts.get("malformed", 0) + 1
+            log.warning("%s: dropped malformed message from the engine: %s", self.id, exc)
+            if not (len(frames) >= 2 and frames[1] == b"ERROR"):
+                self._send(wire.Error(code=exc.code, text=exc.text))
+            return
+        self._last_rx = time.monotonic()
+        if isinstance(msg, PlanMsg):
+            self._renew_lease()
+            self._on_plan(msg)
+        elif isinstance(msg, wire.Ping):
+            self._renew_lease()
+            self._send(wire.Pong(nonce=msg.nonce, ts=time.time(), mode=self.state.mode,
+                                 last_accepted=self.last_accepted, running=self.running_ref))
+        elif isinstance(msg, wire.Welcome):
+            self._on_welcome(msg)
+        elif isinstance(msg, wire.Error):
+            log.warning("%s: engine reports error %s: %s", self.id, msg.code, msg.text)
+        # PONG: liveness only (already recorded in _last_rx)
+
+    def _on_welcome(self, msg: wire.Welcome) -> None:
+        if self.engine_epoch != msg.epoch:
+            log.info("%s: connected to engine epoch %d", self.id, msg.epoch)
+        self.engine_epoch = msg.epoch
+        self._renew_lease()
+        unsent, self._unsent = self._unsent, []
+        for m in unsent:
+            self._send(m)
+        for code, text in self._alarms.items():
+            self._send(wire.Alarm(controller_id=self.id, code=code, active=True, event_ts=time.time(), text=text))
+        self._status()
+
+    # ------------------------------------------------------------------ plans
+    def _validate(self, msg: PlanMsg) -> tuple[SignalPlan | None, list[str]]:
+        if wire.plan_digest(msg.plan) != msg.ref.sha256:
+            return None, ["sha256 does not match the plan body"]
+        try:
+            plan = decode_plan(msg.plan)
+        except msgspec.MsgspecError as exc:
+            return None, [f"plan body is not a {self.cfg.signal_id} plan: {exc}"]
+        errs = self._valid_memo.get(msg.ref.sha256)
+        if errs is None:
+            if encode_plan(plan) != msg.plan:
+                errs = ["plan body is not in canonical form"]
+            elif plan.signal_id != self.cfg.signal_id:
+                errs = [f"plan is for signal {plan.signal_id!r}; this controller runs {self.cfg.signal_id!r}"]
+            else:
+                errs = check_plan(plan, self.cfg.spec)
+            if len(self._valid_memo) > 64:
+                self._valid_memo.clear()
+            self._valid_memo[msg.ref.sha256] = errs
+        if errs:
+            return plan, errs
+        if self.runner.reachable(plan, key=msg.ref.sha256) is None:
+            return plan, [f"no safe transition from the running plan ({self._key_name(self.runner.key)}) into it"]
+        if self.runner.key != FALLBACK_KEY and find_transition(self.cfg.fallback, plan, self.cfg.spec,
+                                                               cache=self.cache, old_key=FALLBACK_KEY,
+                                                               new_key=msg.ref.sha256) is None:
+            return plan, ["no safe transition from the fallback plan into it"]
+        if find_transition(plan, self.cfg.fallback, self.cfg.spec, cache=self.cache, old_key=msg.ref.sha256,
+                           new_key=FALLBACK_KEY) is None:
+            return plan, ["no safe transition from it back to the fallback plan"]
+        return plan, []
+
+    @staticmethod
+    def _key_name(key: Hashable) -> str:
+        return key.short() if isinstance(key, PlanRef) else str(key)
+
+    def _on_plan(self, msg: PlanMsg) -> None:
+        st = self.state
+        ref = msg.ref
+        if msg.controller_id != self.id:
+            log.warning("%s: PLAN %s addressed to %s rejected", self.id, ref.short(), msg.controller_id)
+            self._ack(msg, "rejected", f"addressed to {msg.controller_id}, this is {self.id}")
+            return
+        last = st.accepted.ref if st.accepted else None
+        if last is not None and ref.key() == last.key():
+            if ref.sha256 == last.sha256:
+                log.debug("%s: duplicate PLAN %s (%s)", self.id, ref.short(), st.accepted_status)
+                self._ack(msg, "duplicate", f"already {st.accepted_status}")
+            else:
+                log.error("%s: PLAN %s conflicts with accepted %s (same epoch/seq, other hash); rejected", self.id,
+                          ref.short(), last.short())
+                self._ack(msg, "rejected", f"(epoch, seq) already used by plan {last.sha256}")
+            return
+        if st.rejected is not None and st.rejected == ref:
+            self._ack(msg, "rejected", st.rejected_reason)
+            return
+        if last is not None and ref.key() < last.key():
+            log.info("%s: PLAN %s is older than accepted %s: superseded", self.id, ref.short(), last.short())
+            self._ack(msg, "superseded", f"newer plan {last.epoch}/{last.seq} already accepted")
+            return
+        plan, errs = self._validate(msg)
+        if errs:
+            reason = "; ".join(errs)
+            log.warning("%s: rejected PLAN %s: %s", self.id, ref.short(), reason)
+            st.rejected, st.rejected_reason = ref, reason[: wire.MAX_TEXT]
+            self.store.save(st)
+            self._ack(msg, "rejected", reason)
+            return
+        previous = st.accepted if st.accepted_status == "accepted" else None  # accepted, never applied
+        st.accepted = StoredPlan(ref=ref, plan=msg.plan, activation=msg.activation, lease_s=msg.lease_s,
+                                 msg_id=msg.msg_id)
+        st.accepted_status = "accepted"
+        st.mode = "central"
+        st.lease_expires_unix = time.time() + msg.lease_s
+        self._lease_deadline = time.monotonic() + msg.lease_s
+        self.store.save(st)  # durable before ACCEPTED
+        self._ack(msg, "accepted")
+        log.debug("%s: accepted PLAN %s (activation %s)", self.id, ref.short(), msg.activation.kind)
+        if previous is not None and self.runner.pending_key == previous.ref:
+            self._ack(PlanMsg(msg_id=previous.msg_id, controller_id=self.id, ref=previous.ref,
+                              activation=previous.activation, lease_s=previous.lease_s, plan=previous.plan),
+                      "superseded", f"replaced by {ref.epoch}/{ref.seq} before it was applied")
+        self._request(plan, ref, msg.activation)
+        if LEASE_ALARM in self._alarms:
+            self._alarm(LEASE_ALARM, False, f"central control restored by plan {ref.short()}")
+        self._status()
+
+    def _request(self, plan: SignalPlan, ref: PlanRef, act: Activation) -> None:
+        if self.runner.key == ref:
+            return
+        self.runner.request(plan, key=ref, activation=act.kind, at_s=act.at_s)
+
+    def _applied(self, ref: PlanRef, t_s: int, resumed: bool = False) -> None:
+        st = self.state
+        st.accepted_status = "applied"
+        st.applied = ((ref,) + st.applied)[:HISTORY]
+        self.store.save(st)
+        self.applied_log.append((ref, t_s))
+        self.counts["applied"] = self.counts.get("applied", 0) + 1
+        log.info("%s: applied plan %s at t=%d s%s", self.id, ref.short(), t_s,
+                 " (on start-up, accepted before a restart)" if resumed else "")
+        acc = st.accepted
+        ack = Ack(msg_id=wire.new_msg_id(), ack_of=acc.msg_id, controller_id=self.id, ref=ref, status="applied",
+                  mode=st.mode, last_accepted=ref, running=ref, at_s=float(max(0, t_s)))
+        self._send(ack, keep=True)
+
+    def _on_switch(self, sw: Switch) -> None:
+        if isinstance(sw.to_key, PlanRef):
+            if self.state.accepted is not None and sw.to_key == self.state.accepted.ref:
+                self._applied(sw.to_key, sw.t_s)
+        elif sw.to_key == FALLBACK_KEY:
+            log.info("%s: fallback plan running from t=%d s", self.id, sw.t_s)
+        self._status()
+
+    # ------------------------------------------------------------------ lease
+    def _renew_lease(self) -> None:
+        st = self.state
+        if st.mode != "central" or st.accepted is None:
+            return
+        lease = st.accepted.lease_s
+        self._lease_deadline = time.monotonic() + lease
+        expires = time.time() + lease
+        if expires - st.lease_expires_unix > lease / 4:  # persist the renewal now and then, not on every ping
+            st.lease_expires_unix = expires
+            self.store.save(st)
+
+    def _expire_lease(self) -> None:
+        st = self.state
+        ref = st.accepted.ref if st.accepted else None
+        log.warning("%s: lease of plan %s ran out (no PLAN/PING from the engine); reverting to the fallback plan",
+                    self.id, wire.ref_or_none(ref))
+        st.mode = "fallback"
+        self.store.save(st)
+        if self.runner.key == FALLBACK_KEY:
+            self.runner.cancel()
+        else:
+            self.runner.request(self.cfg.fallback, key=FALLBACK_KEY, activation="asap")
+        self._alarm(LEASE_ALARM, True, f"no engine contact for {st.accepted.lease_s if st.accepted else 0:.1f} s; "
+                                       f"fallback plan in force")
+        self._status()
+
+    # ------------------------------------------------------------------ time
+    def tick(self, now: float | None = None) -> None:
+        """Advance the signal program to the clock, handle the lease, heartbeats and periodic status."""
+        now = time.monotonic() if now is None else now
+        if self.state.mode == "central" and now > self._lease_deadline:
+            self._expire_lease()
+        target = int(self.cfg.clock())
+        if target - self.runner.t_s > 86400:
+            log.warning("%s: signal clock jumped by %d s; restarting the running plan", self.id,
+                        target - self.runner.t_s)
+        for sw in self.runner.advance_to(target):
+            self._on_switch(sw)
+        if self.sock is not None:
+            if now - self._last_rx > self.cfg.hello_after_s and now - self._last_hello > self.cfg.hello_after_s:
+                self._hello()
+            if now - self._last_status > self.cfg.status_interval_s:
+                self._status()
+
+
+class AgentHost:
+    """Runs any number of agents in one thread: one poller over their sockets and monitors, a common tick."""
+
+    def __init__(self, agents: list[ControllerAgent], tick_s: float = 0.02):
+        self.agents = agents
+        self.tick_s = tick_s
+        self._poller = zmq.Poller()
+        self._owner: dict[zmq.Socket, ControllerAgent] = {}
+
+    def start(self) -> None:
+        for a in self.agents:
+            if a.sock is None:
+                a.start()
+            self._owner[a.sock] = a
+            self._owner[a.monitor.sock] = a
+            self._poller.register(a.sock, zmq.POLLIN)
+            self._poller.register(a.monitor.sock, zmq.POLLIN)
+
+    def run(self, stop: threading.Event, until: float | None = None) -> None:
+        if not self._owner:
+            self.start()
+        next_tick = 0.0
+        while not stop.is_set() and (until is None or time.monotonic() < until):
+            self.poll_once(max(0.0, next_tick - time.monotonic()))
+            now = time.monotonic()
+            if now >= next_tick:
+                for a in self.agents:
+                    try:
+                        a.tick(now)
+                    except Exception:  # noqa: BLE001 - one agent's bug must not stop the others
+                        log.exception("%s: tick failed", a.id)
+                next_tick = now + self.tick_s
+
+    def poll_once(self, timeout_s: float) -> None:
+        for sock, _ in self._poller.poll(int(timeout_s * 1000)):
+            agent = self._owner[sock]
+            try:
+                agent.on_readable(sock)
+            except Exception:  # noqa: BLE001 - log and keep serving the other controllers
+                log.exception("%s: message handling failed", agent.id)
+
+    def close(self) -> None:
+        for a in self.agents:
+            if a.sock is not None:
+                try:
+                    self._poller.unregister(a.sock)
+                    self._poller.unregister(a.monitor.sock)
+                except KeyError:
+                    pass
+            a.close()
+        self._owner.clear()

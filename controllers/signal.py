@@ -1,0 +1,230 @@
+"""A controller's signal program, second by second, and the one rule for switching plans safely.
+
+:class:`PlanRunner` runs a cyclic plan (:class:`engine.plan.SignalPlan`) one second at a time and switches to a
+requested plan only at a *safe transition point*:
+
+* only at the natural end of a green phase of the running plan (so no phase is ever cut: never a running yellow,
+  all-red or red-amber, never a minimum green), and only after the running plan has run one full cycle since it was
+  entered (so the history behind the switch is the running plan's own cycle);
+* into the start of a phase ``j`` of the new plan such that the sequence "one cycle of the old plan ending with the
+  green phase, then one cycle of the new plan starting at ``j``" passes :func:`engine.safety.check_plan` (the one
+  place for safety rules) under the intersection's spec. Runs crossing the junction are thus checked against the real
+  history on one side and the new plan on the other. Among safe entries the runner prefers one that repeats a
+  transition the new plan itself makes, then the one closest to the new plan's offset (coordination).
+
+Time is an integer number of seconds in the plan's time base (day or simulation seconds): the state shown during
+``[t, t+1)`` is :attr:`PlanRunner.state`. Program time follows the plan schema: ``(t + offset_s) mod cycle_s`` at a
+fresh start; after a switch the new plan runs from the entry phase (offset correction over several cycles is not
+modelled). The class is pure: no clocks, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+from engine.plan import Phase, SignalPlan, phase_kind
+from engine.safety import SignalSpec, check_plan
+
+ACTIVATIONS = ("asap", "next_cycle", "at")
+
+
+@dataclass(frozen=True)
+class Switch:
+    """A plan switch that happened at the boundary ``t_s`` (the new plan's phase ``entry_phase`` shows from t_s)."""
+
+    t_s: int
+    from_key: Hashable
+    to_key: Hashable
+    exit_phase: int
+    entry_phase: int
+
+
+def _starts(plan: SignalPlan) -> list[int]:
+    out, t = [], 0
+    for ph in plan.phases:
+        out.append(t)
+        t += ph.duration_s
+    return out
+
+
+def _is_green(ph: Phase) -> bool:
+    return phase_kind(ph.state) == "green"
+
+
+def transition_errors(old: SignalPlan, exit_phase: int, new: SignalPlan, entry_phase: int,
+                      spec: SignalSpec) -> list[str]:
+    """Safety problems of leaving ``old`` at the end of its phase ``exit_phase`` into the start of ``new``'s phase
+    ``entry_phase``: check_plan on one cycle of ``old`` ending there followed by one cycle of ``new`` starting there."""
+    k, j = exit_phase, entry_phase
+    phases = old.phases[k + 1:] + old.phases[:k + 1] + new.phases[j:] + new.phases[:j]
+    composite = SignalPlan(signal_id=new.signal_id, cycle_s=sum(p.duration_s for p in phases), offset_s=0,
+                           phases=phases, program_id="transition")
+    return check_plan(composite, spec)
+
+
+class TransitionCache:
+    """Memo of transition_errors() verdicts keyed by (old key, new key, exit, entry); bounded."""
+
+    def __init__(self, max_entries: int = 8192):
+        self._safe: dict[tuple, bool] = {}
+        self._max = max_entries
+
+    def safe(self, old: SignalPlan, old_key: Hashable, k: int, new: SignalPlan, new_key: Hashable, j: int,
+             spec: SignalSpec) -> bool:
+        key = (old_key, new_key, k, j)
+        hit = self._safe.get(key) if old_key is not None and new_key is not None else None
+        if hit is not None:
+            return hit
+        ok = not transition_errors(old, k, new, j, spec)
+        if old_key is not None and new_key is not None:
+            if len(self._safe) >= self._max:
+                self._safe.clear()
+            self._safe[key] = ok
+        return ok
+
+
+def entry_candidates(old: SignalPlan, k: int, new: SignalPlan, t_s: int | None = None) -> list[int]:
+    """Entry phases of ``new`` to try after ``old``'s phase k, best first: those that repeat a transition ``new``
+    makes itself (its previous phase shows the same state as old[k]), then by distance to ``new``'s own program
+    position at ``t_s`` (if given)."""
+    starts = _starts(new)
+    cycle = new.cycle_s
+    want = None if t_s is None else (t_s + new.offset_s) % cycle
+    exit_state = old.phases[k].state
+
+    def rank(j: int) -> tuple[int, int, int]:
+        continuity = 0 if new.phases[j - 1].state == exit_state else 1
+        if want is None:
+            dist = 0
+        else:
+            d = abs(starts[j] - want)
+            dist = min(d, cycle - d)
+        return (continuity, dist, j)
+
+    return sorted(range(len(new.phases)), key=rank)
+
+
+def find_transition(old: SignalPlan, new: SignalPlan, spec: SignalSpec, *, cache: TransitionCache | None = None,
+                    old_key: Hashable = None, new_key: Hashable = None) -> tuple[int, int] | None:
+    """Some safe (exit phase of old, entry phase of new), or None when ``new`` cannot be reached from ``old``."""
+    cache = cache or TransitionCache()
+    for k, ph in enumerate(old.phases):
+        if not _is_green(ph):
+            continue
+        for j in entry_candidates(old, k, new):
+            if cache.safe(old, old_key, k, new, new_key, j, spec):
+                return (k, j)
+    return None
+
+
+@dataclass
+class _Pending:
+    plan: SignalPlan
+    key: Hashable
+    not_before_s: int
+    wait_cycle: bool
+
+
+class PlanRunner:
+    """Run cyclic plans second by second; switch to a requested plan only at a safe transition point."""
+
+    def __init__(self, plan: SignalPlan, spec: SignalSpec, t_s: int, key: Hashable = None, *,
+                 cache: TransitionCache | None = None):
+        if plan.cycle_s <= 0 or not plan.phases:
+            raise ValueError(f"{plan.signal_id}: cannot run a plan without phases")
+        self.spec = spec
+        self.cache = cache or TransitionCache()
+        self._pending: _Pending | None = None
+        self._enter(plan, key, t_s, None)
+
+    # ------------------------------------------------------------------ state
+    def _enter(self, plan: SignalPlan, key: Hashable, t_s: int, phase: int | None) -> None:
+        self.plan = plan
+        self.key = key
+        self.t_s = int(t_s)
+        self._durations = [ph.duration_s for ph in plan.phases]
+        self._starts = _starts(plan)
+        if phase is None:
+            # fresh start (power-up / resume): start of the phase the plan's own schedule is in; treated as if the plan
+            # had been running for a cycle, so it may be left at its next green end
+            pt = (self.t_s + plan.offset_s) % plan.cycle_s
+            phase = max(i for i, s in enumerate(self._starts) if s <= pt)
+            self._dwell_s = plan.cycle_s
+        else:
+            self._dwell_s = 0
+        self.phase = phase
+        self.elapsed_s = 0  # seconds of the current phase completed before t_s
+
+    @property
+    def state(self) -> str:
+        """Signal state string shown during [t_s, t_s + 1)."""
+        return self.plan.phases[self.phase].state
+
+    @property
+    def program_s(self) -> int:
+        """Position in the running plan's cycle, s."""
+        return self._starts[self.phase] + self.elapsed_s
+
+    @property
+    def pending_key(self) -> Hashable:
+        return self._pending.key if self._pending else None
+
+    @property
+    def pending_plan(self) -> SignalPlan | None:
+        return self._pending.plan if self._pending else None
+
+    # ------------------------------------------------------------------ requests
+    def request(self, plan: SignalPlan, key: Hashable = None, activation: str = "asap", at_s: float = 0.0) -> None:
+        """Ask for a switch to ``plan`` at the first safe point after the activation point; replaces any pending
+        request. ``activation``: "asap", "next_cycle" (of the running plan) or "at" (signal time ``at_s``)."""
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}")
+        not_before = int(at_s) if activation == "at" else self.t_s
+        self._pending = _Pending(plan, key, not_before, activation == "next_cycle")
+
+    def cancel(self) -> None:
+        self._pending = None
+
+    def reachable(self, plan: SignalPlan, key: Hashable = None) -> tuple[int, int] | None:
+        """Some safe (exit, entry) pair from the running plan into ``plan``, or None."""
+        return find_transition(self.plan, plan, self.spec, cache=self.cache, old_key=self.key, new_key=key)
+
+    # ------------------------------------------------------------------ time
+    def step(self) -> Switch | None:
+        """Advance one second. Returns the switch made at the new time, if any."""
+        self.t_s += 1
+        self.elapsed_s += 1
+        self._dwell_s += 1
+        if self.elapsed_s < self._durations[self.phase]:
+            return None
+        k = self.phase
+        pend = self._pending
+        if pend is not None:
+            if pend.wait_cycle and k == len(self._durations) - 1:
+                pend.wait_cycle = False  # the running plan starts its next cycle now
+            if (not pend.wait_cycle and self.t_s >= pend.not_before_s and self._dwell_s >= self.plan.cycle_s
+                    and _is_green(self.plan.phases[k])):
+                for j in entry_candidates(self.plan, k, pend.plan, self.t_s):
+                    if self.cache.safe(self.plan, self.key, k, pend.plan, pend.key, j, self.spec):
+                        sw = Switch(self.t_s, self.key, pend.key, k, j)
+                        self._pending = None
+                        self._enter(pend.plan, pend.key, self.t_s, j)
+                        return sw
+        self.phase = (k + 1) % len(self._durations)
+        self.elapsed_s = 0
+        return None
+
+    def advance_to(self, t_s: int, max_steps: int = 86400) -> list[Switch]:
+        """Step until ``t_s``; beyond ``max_steps`` the runner restarts the plan fresh at ``t_s`` (a long stall)."""
+        out: list[Switch] = []
+        if t_s - self.t_s > max_steps:
+            pend = self._pending
+            self._enter(self.plan, self.key, t_s, None)
+            self._pending = pend
+            return out
+        while self.t_s < t_s:
+            sw = self.step()
+            if sw is not None:
+                out.append(sw)
+        return out
