@@ -124,7 +124,8 @@ class Sequencer:
 
 
 def green_phase_states(states: list[str], durations: list[float] | None = None, min_s: float = 5.0) -> list[str]:
-    """The green phases of a program: states where some group is green, in program order, without duplicates.
+    """The green phases of a program: states where some group is green and none is yellow or red-amber (those are
+    transitions), in program order, without duplicates.
 
     With ``durations``, green phases shorter than ``min_s`` (intermediate steps of a transition, such as a brief
     green for a leading turn) are left out, unless that would leave none.
@@ -133,7 +134,7 @@ def green_phase_states(states: list[str], durations: list[float] | None = None, 
     for k, s in enumerate(states):
         if durations is not None and durations[k] < min_s:
             continue
-        if any(c in "Gg" for c in s) and s not in out:
+        if any(c in "Gg" for c in s) and not any(c in "yu" for c in s) and s not in out:
             out.append(s)
     return out or (green_phase_states(states) if durations is not None else out)
 
