@@ -174,21 +174,29 @@ def compile_demand(
                 feed_w[(m, m2)] += mass
                 feed_t[(m, m2)] += mass * (times[j + 1] - dt)
 
-    vclass: dict[str, str] = dict(DEFAULT_VTYPE_CLASS)
+    # passenger-car units per vehicle type id; a vTypeDistribution gets its probability-weighted mean
+    pcu_of: dict[str, float] = {k: PCU_BY_VCLASS[v] for k, v in DEFAULT_VTYPE_CLASS.items()}
+
+    def read_vtypes(root: ET.Element) -> None:
+        for vt in root.iter("vType"):
+            pcu_of[vt.get("id")] = PCU_BY_VCLASS.get(vt.get("vClass", "passenger"), 1.0)
+        for dist in root.iter("vTypeDistribution"):
+            ids = [vt.get("id") for vt in dist.iter("vType")] + (dist.get("vTypes") or "").split()
+            probs = [float(vt.get("probability", "1")) for vt in dist.iter("vType")]
+            if dist.get("probabilities"):
+                probs += [float(x) for x in dist.get("probabilities").split()]
+            probs += [1.0] * (len(ids) - len(probs))
+            total = sum(probs[: len(ids)])
+            if ids and total > 0:
+                pcu_of[dist.get("id")] = sum(pcu_of.get(i, 1.0) * p for i, p in zip(ids, probs, strict=False)) / total
+
     for add in additional_files:
-        for vt in parse_xml(Path(add)).iter("vType"):
-            vclass[vt.get("id")] = vt.get("vClass", "passenger")
+        read_vtypes(parse_xml(Path(add)))
 
     for rf in route_files:
         rf = Path(rf)
         root = parse_xml(rf)
-        for vt in root.iter("vType"):
-            vclass[vt.get("id")] = vt.get("vClass", "passenger")
-        for dist in root.iter("vTypeDistribution"):
-            members = [vclass.get(t, "passenger") for t in (dist.get("vTypes") or "").split()]
-            members += [vt.get("vClass", "passenger") for vt in dist.iter("vType")]
-            if members:
-                vclass[dist.get("id")] = max(set(members), key=members.count)
+        read_vtypes(root)
         named_routes: dict[str, tuple[str, ...]] = {}
         for r in root.iter("route"):
             if r.get("id") is not None and r.get("edges") is not None:
@@ -200,7 +208,7 @@ def compile_demand(
                     named_routes[rd.get("id")] = rs[-1]
 
         def pcu(el: ET.Element) -> float:
-            return PCU_BY_VCLASS.get(vclass.get(el.get("type", "DEFAULT_VEHTYPE"), "passenger"), 1.0)
+            return pcu_of.get(el.get("type", "DEFAULT_VEHTYPE"), 1.0)
 
         def embedded_route(el: ET.Element, named_routes=named_routes, rf=rf) -> tuple[str, ...] | None:
             rd = el.find("routeDistribution")

@@ -215,6 +215,10 @@ def sumo_command(scenario: Scenario, cfg: RunConfig, workdir: Path, additional: 
         cmd += ["-r", ",".join(str(r) for r in scenario.route_files)]
     if adds:
         cmd += ["-a", ",".join(str(a) for a in adds)]
+    own = {"time-to-teleport"} if cfg.protocol == "resco" else set()
+    for name, value in scenario.sumo_options:  # the configuration's own processing/routing options
+        if name not in own:
+            cmd += [f"--{name}", value]
     if cfg.protocol == "resco":
         cmd += ["--time-to-teleport", "-1"]
     elif cfg.protocol != "default":

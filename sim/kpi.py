@@ -22,7 +22,8 @@ BUS_CLASSES = {"bus", "coach"}
 
 
 def scheduled_departures(route_files, begin_s: float, end_s: float) -> tuple[list[str], dict[str, float]]:
-    """Vehicle ids in route-file order with their scheduled departure, for departures within [begin, end).
+    """Vehicle ids in order of scheduled departure (stable: route-file order among equal times), for departures
+    within [begin, end).
 
     Flows are expanded the way SUMO names their vehicles ('<flow id>.<k>'), evenly spaced by their period; random
     (probability) flows get their expected departure times.
@@ -67,6 +68,8 @@ def scheduled_departures(route_files, begin_s: float, end_s: float) -> tuple[lis
                     k += 1
                     t = fb + k * period
                 el.clear()
+    # SUMO inserts by departure time; files of <vehicle>s are sorted that way already, flows are not
+    order.sort(key=depart.__getitem__)
     return order, depart
 
 

@@ -6,7 +6,7 @@ of a bundled scenario (``stockholm-corridor``, ``grid-NxM[:level]``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from engine.errors import ScenarioError
@@ -22,6 +22,8 @@ class Scenario:
     begin_s: float
     end_s: float
     sumocfg: Path | None = None
+    # simulation options of the .sumocfg other than files, outputs, time and seed (e.g. processing, routing)
+    sumo_options: tuple[tuple[str, str], ...] = ()
 
     @property
     def folder(self) -> Path:
@@ -58,7 +60,19 @@ def read_sumocfg(path: Path) -> Scenario:
     end = float(end_txt) if end_txt is not None else begin + 3600.0
     if end <= begin:
         raise ScenarioError(f"empty simulation window: begin {begin:g} s, end {end:g} s", path)
-    return Scenario(path.stem, net_file, routes, adds, begin, end, sumocfg=path.resolve())
+    options = []
+    for section in root:
+        if section.tag in _NOT_PASSED_SECTIONS:
+            continue
+        for o in section:
+            name, value = o.tag, o.get("value")
+            if value is None or name.endswith(("-output", "-file", "-files", "-log")) or name in ("seed", "log"):
+                continue
+            options.append((name, value))
+    return Scenario(path.stem, net_file, routes, adds, begin, end, sumocfg=path.resolve(), sumo_options=tuple(options))
+
+
+_NOT_PASSED_SECTIONS = {"input", "output", "time", "report", "random_number", "gui_only"}
 
 
 def load_scenario(
@@ -95,12 +109,12 @@ def load_scenario(
         for r in rs:
             if not r.is_file():
                 raise ScenarioError("file not found", r)
-        sc = Scenario(sc.name, sc.net_file, rs, sc.additional_files, sc.begin_s, sc.end_s, sc.sumocfg)
+        sc = replace(sc, route_files=rs)
     b = sc.begin_s if begin_s is None else float(begin_s)
     e = sc.end_s if end_s is None else float(end_s)
     if e <= b:
         raise ScenarioError(f"empty simulation window: begin {b:g} s, end {e:g} s", sc.sumocfg or sc.net_file)
-    return Scenario(sc.name, sc.net_file, sc.route_files, sc.additional_files, b, e, sc.sumocfg)
+    return replace(sc, begin_s=b, end_s=e)
 
 
 @dataclass(frozen=True)
