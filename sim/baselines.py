@@ -89,7 +89,7 @@ class WebsterOptions:
 
 def _is_transition(state: str) -> bool:
     """Yellow or red-amber (any 'y'/'u'), or no green at all: a phase whose duration safety owns."""
-    return "y" in state or "Y" in state or "u" in state or not any(c in "Gg" for c in state)
+    return "y" in state or "u" in state or not any(c in "Gg" for c in state)
 
 
 def _cycle_s(tl: ET.Element) -> float:
@@ -123,7 +123,7 @@ def _write_additional(path: Path, elements: list[ET.Element], comment: str) -> N
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# subprocesses
+# proof that SUMO loads a written file
 
 
 def _check_loads(name: str, net_file: Path, adds: list[Path], begin_s: float, log: Path, what: str) -> None:

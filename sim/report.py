@@ -55,6 +55,7 @@ KPI_LABELS = {
     "bus_mean_time_loss_s": "bus mean time loss [s]",
     "ped_mean_time_loss_s": "pedestrian mean time loss [s]",
     "n_tripinfo": "tripinfo entries [-]",
+    "loaded": "loaded [veh]",
 }
 CONTROLLER_ORDER = ("fixed", "webster", "webster-coord", "actuated", "max-pressure")
 DELAY_KPI = "benchmark_delay_s"
