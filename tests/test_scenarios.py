@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -95,6 +96,16 @@ def test_default_cache_root_follows_env(monkeypatch, tmp_path):
     assert _build.cache_root(tmp_path / "x") == tmp_path / "x"
 
 
+def test_concurrent_builds_publish_one_whole_scenario(tmp_path):
+    code = "import sys; from sim import scenarios; print(scenarios.build('grid-5x5', cache_dir=sys.argv[1]))"
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[1]) for _ in range(2)]
+    outs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert outs[0] == outs[1] and Path(outs[0]).is_file()
+    assert [d.name for d in tmp_path.iterdir()] == [Path(outs[0]).parent.name]
+
+
 def test_interrupted_build_publishes_nothing(tmp_path):
     from sim.scenarios import _build
 
@@ -170,6 +181,19 @@ def test_corridor_critical_junctions_are_loaded_80_to_95_percent(corridor):
     xs = sorted(r.x for r in rows)
     assert 0.80 <= xs[-1] <= 0.95 and xs[-3] >= 0.80, xs
     assert max(xs) < 1.0
+
+
+def test_program_checker_catches_violations():
+    good = signals.compose("t", [signals.Stage("A", {0: "G"}, (2,), 30, 6, all_red_s=2),
+                                 signals.Stage("B", {1: "G"}, (), 39, all_red_s=1)], 3, 0)
+    phases = [(p.duration_s, p.state, p.min_s, p.max_s) for p in good.phases]
+    assert good.cycle_s == 80 and signals.check_program(phases, {2}) == []
+    long_yellow = [(4, st, a, b) if "y" in st else (d, st, a, b) for d, st, a, b in phases]
+    no_red_amber = [(d, st.replace("u", "r"), a, b) for d, st, a, b in phases]
+    short_min = [(d, st, 4 if a else a, b) for d, st, a, b in phases]
+    no_all_red = [p for p in phases if set(p[1]) != {"r"}]
+    for bad in (long_yellow, no_red_amber, short_min, no_all_red):
+        assert signals.check_program(bad, {2}), bad
 
 
 # ------------------------------------------------------------------------------------------------------- grid

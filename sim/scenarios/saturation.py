@@ -41,9 +41,12 @@ class Movement:
     green_ratio: float
 
 
-def balance_lanes(movements: Sequence[Movement], chunks: int = 64) -> dict[int, float]:
+def balance_lanes(
+    movements: Sequence[Movement], chunks: int = 64, lane_flow_pcu_h: dict[int, float] | None = None
+) -> dict[int, float]:
     """X per lane after spreading each movement over its lanes to equalise X (greedy water-filling in ``chunks``
-    steps per movement, most constrained movements first). Lanes no movement uses are absent."""
+    steps per movement, most constrained movements first). Lanes no movement uses are absent. The flow each lane
+    gets (pcu/h) is added to ``lane_flow_pcu_h`` when given."""
     x: dict[int, float] = {}
     for m in movements:
         for lane in m.lanes:
@@ -56,6 +59,8 @@ def balance_lanes(movements: Sequence[Movement], chunks: int = 64) -> dict[int, 
             step = m.flow_pcu_h / chunks / (m.sat_pcu_h * max(m.green_ratio, 1e-9))
             lane = min(m.lanes, key=lambda ln: (x[ln], ln))
             x[lane] += step
+            if lane_flow_pcu_h is not None:
+                lane_flow_pcu_h[lane] = lane_flow_pcu_h.get(lane, 0.0) + m.flow_pcu_h / chunks
     return x
 
 
@@ -212,10 +217,11 @@ def lane_table(sumocfg: Path, at_s: float | None = None) -> list[LaneX]:
                 else:
                     sat = SAT_TURN_PCU_H
                 moves.append(Movement(f"{direction}>{e_out}", q, sat, tuple(sorted(lanes)), ratio(idx)))
-            for lane, x in sorted(balance_lanes(moves).items()):
+            lane_flow: dict[int, float] = {}
+            for lane, x in sorted(balance_lanes(moves, lane_flow_pcu_h=lane_flow).items()):
                 on_lane = [m for m in moves if lane in m.lanes and m.flow_pcu_h > 0]
                 rows.append(LaneX(tls.getID(), e_in, lane, x, " ".join(m.label for m in on_lane),
-                                  sum(m.flow_pcu_h / len(m.lanes) for m in on_lane)))
+                                  lane_flow.get(lane, 0.0)))
     return rows
 
 
