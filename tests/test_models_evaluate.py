@@ -1,0 +1,188 @@
+"""Plans -> model inputs (windows, levels, SUMO offset semantics) and the evaluate_* API on compiled scenarios."""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.plan import Phase, PlanSet, make_plan
+from models import cyclic
+from models.evaluate import (
+    MODELS,
+    Evaluation,
+    ModelParams,
+    evaluate_cyclic,
+    evaluate_queue,
+    plan_arrays,
+    plan_timings,
+    prepare,
+    queue_levels,
+    score_cyclic,
+)
+from models.plans import LevelParams, build_template, link_level, windows_to_levels
+
+
+@pytest.fixture(scope="module")
+def grid():
+    from sim.scenario import compile_scenario
+
+    return compile_scenario("grid-2x2")
+
+
+def expand_levels(net, states, durations, offsets, period, params):
+    """Level of every movement at every simulation second of the period, straight from the programs."""
+    out = np.zeros((period, net.n_movements))
+    k = 0
+    for s in range(net.n_signals):
+        sts = states[s]
+        dur = durations[k:k + len(sts)]
+        k += len(sts)
+        cycle = int(sum(dur))
+        bounds = np.cumsum(dur)
+        base = int(net.signal_link_ptr[s])
+        for t in range(period):
+            tau = (t - offsets[s]) % cycle  # SUMO: program time (t - offset) mod C
+            ph = int(np.searchsorted(bounds, tau, side="right"))
+            for m in net.movements_of(s):
+                links = net.mov_link[net.mov_link_ptr[m]:net.mov_link_ptr[m + 1]] - base
+                out[t, m] = np.mean([link_level(sts[ph][li], bool(net.mov_protected[m]), params) for li in links])
+    return out
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.data())
+def test_windows_reproduce_the_programs_second_by_second(grid, data):
+    """Without lost time and end gain the windows are exactly the displayed greens, SUMO offsets included."""
+    net = grid.net
+    params = LevelParams(startup_lost_s=0.0, end_gain_s=0.0, permissive_level=0.5, stop_go_level=0.3)
+    states = tuple(tuple(net.phase_states[p] for p in net.phases_of(s)) for s in range(net.n_signals))
+    tpl = build_template(net, states, params)
+    dur = []
+    for s in range(net.n_signals):  # cycles of 60, 90 or 120 s: common period up to 360 s
+        n = int(tpl.phase_ptr[s + 1] - tpl.phase_ptr[s])
+        head = data.draw(st.lists(st.integers(1, 7), min_size=n - 1, max_size=n - 1))
+        dur += head + [data.draw(st.sampled_from([60, 90, 120])) - sum(head)]
+    dur = np.array(dur, float)
+    off = np.array(data.draw(st.lists(st.integers(0, 200), min_size=net.n_signals, max_size=net.n_signals)), float)
+    period, ws, wl, wv, scaled = tpl.windows(dur[None], off[None])
+    assert not scaled[0]
+    cycles = [int(dur[tpl.phase_ptr[s]:tpl.phase_ptr[s + 1]].sum()) for s in range(net.n_signals)]
+    assert period[0] == np.lcm.reduce(cycles)
+    got = windows_to_levels(int(period[0]), ws[0], wl[0], wv[0])
+    want = expand_levels(net, states, dur, off.astype(int), int(period[0]), params)
+    np.testing.assert_allclose(got, want, atol=1e-12)
+    # the kernel's own capacity profile agrees with the same levels
+    cnet = prepare(net, grid.demand).cyclic_net
+    plans = cyclic.CyclicPlans(period, ws, wl, wv)
+    _, cap, _ = cyclic.evaluate_profiles(cnet, plans, prepare(net, grid.demand).cyclic_opts)
+    np.testing.assert_allclose(cap.T, want * net.mov_sat_flow_veh_s[None, :], atol=1e-12)
+
+
+def test_lost_time_and_end_gain_shift_each_window(grid):
+    net = grid.net
+    p0 = LevelParams(0.0, 0.0)
+    p1 = LevelParams(startup_lost_s=2.5, end_gain_s=1.5)
+    t0, t1 = build_template(net, None, p0), build_template(net, None, p1)
+    d = np.asarray(net.phase_duration_s)[None]
+    o = np.asarray(net.signal_offset_s)[None]
+    _, s0, l0, _, _ = t0.windows(d, o)
+    _, s1, l1, _, _ = t1.windows(d, o)
+    used = l0 > 0
+    lost = np.where(t1.run_lost > 0, 2.5, 0.0)
+    assert (t1.run_lost > 0).any() and (t1.run_gain > 0).any()
+    # windows move by the lost time and lose (lost - gain) of length where both apply
+    delta_len = (l1 - l0)[used]
+    assert set(np.round(delta_len, 9)) <= {-1.0, -2.5, 1.5, 0.0}
+    assert np.all(((s1 - s0)[used] % 70).round(9) <= max(lost))
+
+
+def test_unequal_cycles_use_their_lcm_or_stretch(grid):
+    net = grid.net
+    tpl = build_template(net)
+    d = np.asarray(net.phase_duration_s, float).copy()
+    d[tpl.phase_ptr[1]] += 20  # signal 1: cycle 90 instead of 70
+    per, *_, scaled = tpl.windows(d[None], np.zeros((1, net.n_signals)))
+    assert per[0] == 630 and not scaled[0]
+    per, *_, scaled = tpl.windows(d[None], np.zeros((1, net.n_signals)), max_period_s=300)
+    assert per[0] == 90 and scaled[0]
+
+
+def own_planset(net, offset_shift=0):
+    plans = []
+    for s in range(net.n_signals):
+        phases = [Phase(net.phase_states[p], int(net.phase_duration_s[p])) for p in net.phases_of(s)]
+        plans.append(make_plan(net.signal_ids[s], phases, int(net.signal_offset_s[s]) + offset_shift))
+    return PlanSet(plans=tuple(plans))
+
+
+def test_planset_of_the_own_programs_gives_the_same_arrays(grid):
+    net = grid.net
+    ctx = prepare(net, grid.demand)
+    a, _ = plan_arrays(ctx, [None])
+    b, _ = plan_arrays(ctx, [own_planset(net)])
+    c, _ = plan_arrays(ctx, [own_planset(net).plans[:2]])  # the other signals keep their programs
+    for x, y, z in zip(a, b, c, strict=True):
+        np.testing.assert_array_equal(x, y)
+        np.testing.assert_array_equal(x, z)
+    st_, dur, off = plan_timings(net, {p.signal_id: p for p in own_planset(net, 5).plans})
+    np.testing.assert_array_equal(off, np.asarray(net.signal_offset_s) + 5)
+    with pytest.raises(ValueError):
+        plan_timings(net, [make_plan("nope", [Phase("G", 10)])])
+    with pytest.raises(ValueError):
+        plan_timings(net, [make_plan(net.signal_ids[0], [Phase("GG", 10)])])
+
+
+def test_both_models_share_one_signature_and_agree_roughly_when_undersaturated(grid):
+    sigs = {name: inspect.signature(fn) for name, fn in MODELS.items()}
+    assert len({tuple(s.parameters) for s in sigs.values()}) == 1
+    ev = {name: fn(grid.net, grid.demand) for name, fn in MODELS.items()}
+    for e in ev.values():
+        assert isinstance(e, Evaluation)
+        assert e.signal_delay_s.shape == (grid.net.n_signals,)
+        assert e.mov_delay_s.shape == (grid.net.n_movements,)
+        assert np.isfinite(e.mean_delay_s) and e.mean_delay_s > 0
+        d = e.to_dict(movements=True)
+        assert set(d["signals"]) == set(grid.net.signal_ids)
+    assert ev["cyclic"].max_dos < 1.0
+    assert ev["cyclic"].extra["converged"]
+    # two different models of the same undersaturated hour: the deterministic parts agree (the queue model has no
+    # random-arrival term d2; the cyclic model's flows are steady, the queue model's fill up from an empty network)
+    cyc, que = ev["cyclic"], ev["queue"]
+    d1 = cyc.extra["mov_uniform_delay_s"]
+    uniform_mean = (cyc.mov_flow_veh_h * d1).sum() * cyc.extra["window_h"] / cyc.vehicles
+    assert que.mean_delay_s == pytest.approx(uniform_mean, rel=0.05)
+    busy = cyc.mov_flow_veh_h > 0
+    np.testing.assert_allclose(que.mov_delay_s[busy], d1[busy], atol=4.0)
+
+
+def test_evaluate_cyclic_equals_the_kernel_and_sees_offsets(grid):
+    net, dem = grid.net, grid.demand
+    ctx = prepare(net, dem)
+    ev = evaluate_cyclic(net, dem)
+    cp, _ = plan_arrays(ctx, [None, own_planset(net, 17)])
+    tot, _ = score_cyclic(ctx, cp)
+    window_h = (dem.end_s - dem.begin_s) / 3600
+    assert ev.total_delay_veh_h == pytest.approx(tot.delay_veh_s_h[0] * window_h / 3600, rel=1e-12)
+    assert tot.delay_veh_s_h[1] != tot.delay_veh_s_h[0]
+    ev2 = evaluate_cyclic(net, dem, own_planset(net, 17))
+    assert ev2.total_delay_veh_h == pytest.approx(tot.delay_veh_s_h[1] * window_h / 3600, rel=1e-12)
+
+
+def test_queue_levels_are_rotated_to_the_demand_begin(grid):
+    net, dem = grid.net, grid.demand
+    ctx = prepare(net, dem, ModelParams())
+    cp, _ = plan_arrays(ctx, [None])
+    lv = queue_levels(ctx, cp)[0]
+    ref = windows_to_levels(int(cp.period_s[0]), cp.win_start_s[0], cp.win_len_s[0], cp.win_level[0])
+    shift = int(dem.begin_s) % int(cp.period_s[0])
+    np.testing.assert_allclose(lv, np.roll(ref, -shift, axis=0), atol=1e-12)
+
+
+def test_queue_model_without_storage_has_no_backlog(grid):
+    ev = evaluate_queue(grid.net, grid.demand, params=ModelParams(queue_storage=False))
+    assert ev.extra["backlog_delay_veh_h"] == 0.0
+    assert ev.extra["entered_veh"] == pytest.approx(ev.vehicles)
