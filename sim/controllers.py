@@ -6,10 +6,13 @@
 * ``actuated``: SUMO's gap-based actuated control on the scenario's phases.
 * ``max-pressure``: from detector data, a decision every 5 s: the pressure of a green phase is the sum over its
   signal groups of (vehicles on the incoming lane's last 150 m - vehicles on the outgoing lane's first 100 m);
-  minimum green (5 s), yellow, all-red and red-amber through the harness's sequencer, and a maximum red time
-  (fairness bound, 120 s) for phases with vehicles waiting. Counting halting vehicles upstream instead collapses the
-  served phase's pressure the moment its queue starts moving and makes it flip every minimum green (measured on
-  cologne1: 75-86 s against 48-53 s delay with vehicle counts, seeds 1-3).
+  minimum green (10 s; ``max-pressure:S`` sets S), yellow, all-red and red-amber through the harness's sequencer,
+  and a maximum red time (fairness bound, 120 s) for phases with vehicles waiting. Why 10 s: with 5 s minimum
+  greens it switches so often that clearances eat the cycle on a coordinated corridor (stockholm-corridor seed 1:
+  mean time loss 305 s at 5 s, 158 s at 10 s, 138 s at 15 s; cologne1 seeds 1-2: 48-53 s at 5 s, 29-30 s at 10 s;
+  grid4x4 seeds 1-2 gets worse, 33-35 s at 5 s against 49-50 s at 10 s). Counting halting vehicles upstream
+  instead collapses the served phase's pressure the moment its queue starts moving and makes it flip every
+  minimum green (measured on cologne1 at 5 s: 75-86 s against 48-53 s delay with vehicle counts, seeds 1-3).
 """
 
 from __future__ import annotations
@@ -95,9 +98,12 @@ class MaxPressureController(Controller):
 
     name = "max-pressure"
 
-    def __init__(self, decision_interval_s: float = 5.0, max_red_s: float = 120.0):
+    def __init__(self, decision_interval_s: float = 5.0, max_red_s: float = 120.0, min_green_s: float = 10.0):
         self.decision_interval_s = decision_interval_s
         self.max_red_s = max_red_s
+        self.min_green_s = float(min_green_s)
+        if min_green_s != 10.0:
+            self.name = f"max-pressure:{min_green_s:g}"
 
     def reset(self, net, detectors: Detectors, sequencers) -> None:
         self.net = net
@@ -168,4 +174,9 @@ def make_controller(name: str, plan: str | Path | None = None) -> Controller:
         return ActuatedController()
     if name == "max-pressure":
         return MaxPressureController()
+    if name.startswith("max-pressure:"):
+        try:
+            return MaxPressureController(min_green_s=float(name.split(":", 1)[1]))
+        except ValueError:
+            raise GronvagError(f"bad controller {name!r}: use max-pressure:SECONDS (minimum green)") from None
     raise GronvagError(f"unknown controller {name!r} (one of {', '.join(CONTROLLERS)})")

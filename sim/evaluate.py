@@ -105,7 +105,7 @@ def evaluate(scenario: str, controllers: list[str], seeds: list[int], out: Path,
     from sim.scenario import load_scenario
 
     for c in controllers:
-        if c not in CONTROLLERS:
+        if c not in CONTROLLERS and not c.startswith("max-pressure:"):
             raise GronvagError(f"unknown controller {c!r} (one of {', '.join(CONTROLLERS)})")
     if "plan" in controllers and not plan:
         raise GronvagError("controller 'plan' needs --plan FILE")

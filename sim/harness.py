@@ -80,6 +80,7 @@ class Controller:
 
     name = "controller"
     decision_interval_s: float = 0.0
+    min_green_s: float = MIN_GREEN_FLOOR_S  # the sequencer holds every green at least this long
 
     def additional_files(self, scenario: Scenario, net: Network, workdir: Path) -> list[Path]:
         """Extra SUMO additional files (programs to load) before the run starts."""
@@ -254,7 +255,7 @@ def run(scenario: Scenario, net: Network, controller: Controller, cfg: RunConfig
     try:
         sequencers: list[Sequencer] = []
         if controller.decision_interval_s > 0:
-            sequencers = _make_sequencers(net, conn_mod)
+            sequencers = _make_sequencers(net, conn_mod, controller.min_green_s)
         controller.reset(net, dets, sequencers)
         if controller.decision_interval_s <= 0:
             conn_mod.simulationStep(scenario.end_s)
@@ -268,7 +269,7 @@ def run(scenario: Scenario, net: Network, controller: Controller, cfg: RunConfig
     return rec
 
 
-def _make_sequencers(net: Network, conn_mod) -> list[Sequencer]:
+def _make_sequencers(net: Network, conn_mod, min_green_s: float) -> list[Sequencer]:
     seqs = []
     for s, sid in enumerate(net.signal_ids):
         states = [net.phase_states[p] for p in net.phases_of(s)]
@@ -276,7 +277,7 @@ def _make_sequencers(net: Network, conn_mod) -> list[Sequencer]:
         # start from the green phase SUMO shows now (or the first)
         cur = conn_mod.trafficlight.getRedYellowGreenState(sid)
         start = greens.index(cur) if cur in greens else 0
-        seq = Sequencer(net.signal_spec(s), greens, start_phase=start, min_green_floor_s=MIN_GREEN_FLOOR_S)
+        seq = Sequencer(net.signal_spec(s), greens, start_phase=start, min_green_floor_s=min_green_s)
         seqs.append(seq)
     return seqs
 
