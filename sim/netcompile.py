@@ -82,8 +82,9 @@ def _junction_of_internal(edge_id: str) -> str:
     return edge_id[1:].rsplit("_", 1)[0]
 
 
-def read_tl_programs(root: ET.Element, programs: dict[str, dict]) -> None:
-    """Collect tlLogic elements of a net or additional file into ``programs[tl_id]`` (the last loaded is active)."""
+def read_tl_programs(root: ET.Element, programs: dict[str, dict], catalogue: dict | None = None) -> None:
+    """Collect tlLogic elements of a net or additional file into ``programs[tl_id]`` (the last loaded is active,
+    as in SUMO) and, when given, every program into ``catalogue[(tl_id, programID)]``."""
     for tl in root.iter("tlLogic"):
         tid = tl.get("id")
         phases = []
@@ -103,6 +104,29 @@ def read_tl_programs(root: ET.Element, programs: dict[str, dict]) -> None:
             "offset": float(tl.get("offset", "0")),
             "phases": phases,
         }
+        if catalogue is not None:
+            catalogue[(tid, programs[tid]["programID"])] = programs[tid]
+
+
+def apply_wauts(roots: list[ET.Element], programs: dict[str, dict], catalogue: dict, at_s: float) -> None:
+    """Make the program a WAUT has switched to by time ``at_s`` the active one of each junction it controls."""
+    wauts: dict[str, tuple[str, list[tuple[float, str]]]] = {}
+    junctions: list[tuple[str, str]] = []
+    for root in roots:
+        for w in root.iter("WAUT"):
+            ref = float(w.get("refTime", "0"))
+            switches = sorted((float(x.get("time")) + ref, x.get("to")) for x in w.iter("wautSwitch"))
+            wauts[w.get("id")] = (w.get("startProg", ""), switches)
+        junctions += [(j.get("wautID"), j.get("junctionID")) for j in root.iter("wautJunction")]
+    for wid, tid in junctions:
+        if wid not in wauts:
+            continue
+        active, switches = wauts[wid]
+        for t, to in switches:
+            if t <= at_s:
+                active = to
+        if (tid, active) in catalogue:
+            programs[tid] = catalogue[(tid, active)]
 
 
 def compile_network(
@@ -110,8 +134,13 @@ def compile_network(
     additional_files: list[str | Path] | tuple = (),
     sat: SatFlowConfig | None = None,
     safety: SafetyDefaults | None = None,
+    at_s: float = 0.0,
 ) -> Network:
-    """Compile ``net_path`` (and tlLogic programs of ``additional_files``, loaded after it) into a Network."""
+    """Compile ``net_path`` (and tlLogic programs of ``additional_files``, loaded after it) into a Network.
+
+    The active program of each traffic light is the one SUMO runs at time ``at_s``: the last loaded, unless a WAUT
+    has switched the junction to another by then.
+    """
     net_path = Path(net_path)
     sat = sat or SatFlowConfig()
     safety = safety or SafetyDefaults()
@@ -181,9 +210,13 @@ def compile_network(
                 k += 1
 
     programs: dict[str, dict] = {}
-    read_tl_programs(root, programs)
+    catalogue: dict[tuple[str, str], dict] = {}
+    read_tl_programs(root, programs, catalogue)
+    roots = [root]
     for add in additional_files:
-        read_tl_programs(parse_xml(Path(add)), programs)
+        roots.append(parse_xml(Path(add)))
+        read_tl_programs(roots[-1], programs, catalogue)
+    apply_wauts(roots, programs, catalogue, at_s)
     if not tl_conns:
         raise ScenarioError("the network has no traffic lights (no connection is signal-controlled)", net_path)
     missing = sorted(set(tl_conns) - set(programs))

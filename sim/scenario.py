@@ -138,6 +138,6 @@ def compile_scenario(
     from sim.netcompile import compile_network
 
     sc = load_scenario(spec, routes=routes, begin_s=begin_s, end_s=end_s)
-    net = compile_network(sc.net_file, sc.additional_files, sat=sat, safety=safety)
+    net = compile_network(sc.net_file, sc.additional_files, sat=sat, safety=safety, at_s=sc.begin_s)
     dem = compile_demand(net, sc.net_file, sc.route_files, sc.begin_s, sc.end_s, bin_s, sc.additional_files)
     return Compiled(sc, net, dem)

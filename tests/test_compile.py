@@ -129,3 +129,39 @@ def test_shared_absent_skips_cleanly(monkeypatch, tmp_path):
     monkeypatch.setattr(cf, "SHARED_SCENARIOS", tmp_path / "nowhere")
     with pytest.raises(pytest.skip.Exception):
         shared_scenario("grid4x4")
+
+
+@pytest.mark.parametrize("name", ["stockholm-corridor", "grid-4x4"])
+def test_bundled_scenarios_compile(name):
+    from sim.scenario import compile_scenario
+
+    comp = compile_scenario(name)
+    net = comp.net
+    assert net.n_signals == (9 if name == "stockholm-corridor" else 16)
+    assert comp.demand.n_vehicles > 1000
+    if name == "stockholm-corridor":
+        assert net.n_crossings > 0 and comp.demand.n_persons > 0
+    for s in range(net.n_signals):
+        phases = [Phase(net.phase_states[p], max(1, int(round(net.phase_duration_s[p])))) for p in net.phases_of(s)]
+        assert check_plan(make_plan(net.signal_ids[s], phases), net.signal_spec(s)) == []
+
+
+def test_waut_selects_the_active_program(tmp_path, compiled_shared):
+    """A WAUT in an additional file switches the compiled program at the window's begin time."""
+    from sim.netcompile import compile_network
+
+    comp = compiled_shared("cologne1")
+    sid = comp.net.signal_ids[0]
+    n = len(comp.net.phase_states[0])
+    add = tmp_path / "waut.add.xml"
+    add.write_text(
+        f'<additional><tlLogic id="{sid}" programID="night" offset="0" type="static">'
+        f'<phase duration="40" state="{"G" * n}"/></tlLogic>'
+        f'<tlLogic id="{sid}" programID="day" offset="0" type="static">'
+        f'<phase duration="50" state="{"r" * n}"/></tlLogic>'
+        f'<WAUT id="w" refTime="0" startProg="night"><wautSwitch time="25000" to="day"/>'
+        f'<wautSwitch time="30000" to="night"/></WAUT><wautJunction wautID="w" junctionID="{sid}"/></additional>')
+    early = compile_network(comp.scenario.net_file, [add], at_s=20000)
+    mid = compile_network(comp.scenario.net_file, [add], at_s=25200)
+    assert early.signal_program_ids[0] == "night" and early.phase_duration_s[0] == 40
+    assert mid.signal_program_ids[0] == "day" and mid.phase_duration_s[0] == 50
