@@ -33,7 +33,7 @@ def run_demo(args) -> int:
     try:
         from sim.report import compare
 
-        compare([out], out)
+        compare([out], out, console=console)
     except ImportError:
         for r in sorted(records, key=lambda r: (r["controller"], r["seed"])):
             k = r.get("kpi") or {}
