@@ -109,31 +109,31 @@ class MaxPressureController(Controller):
         self.net = net
         self.det = detectors
         self.seqs = sequencers
-        # movement -> green phases (per signal) where it has green
-        self.phase_movs: list[list[np.ndarray]] = []
+        # per signal: incidence (green phases x the signal's movements) of movements with green in each phase
+        self.movs: list[np.ndarray] = []
+        self.inc: list[np.ndarray] = []
         for s, seq in enumerate(sequencers):
             base = int(net.signal_link_ptr[s])
-            rows = []
             movs = net.movements_of(s)
-            for st in seq.greens:
-                g = [m for m in movs
-                     if any(st[li - base] in "Gg" for li in net.mov_link[net.mov_link_ptr[m]:net.mov_link_ptr[m + 1]])]
-                rows.append(np.array(g, np.int64))
-            self.phase_movs.append(rows)
+            inc = np.zeros((len(seq.greens), len(movs)))
+            for k, st in enumerate(seq.greens):
+                for j, m in enumerate(movs):
+                    links = net.mov_link[net.mov_link_ptr[m]:net.mov_link_ptr[m + 1]] - base
+                    inc[k, j] = any(st[li] in "Gg" for li in links)
+            self.movs.append(movs)
+            self.inc.append(inc)
         self.red_since = [np.zeros(len(seq.greens)) for seq in sequencers]
         self.t0 = None
 
     def _movement_pressure(self, obs: Observation) -> tuple[np.ndarray, np.ndarray]:
+        """Per movement: vehicles upstream minus vehicles downstream, and vehicles upstream (one term per lane)."""
         d = self.det
         M = self.net.n_movements
-        up = np.zeros(M)
-        down = np.zeros(M)
-        for m in range(M):
-            a, b = d.mov_in_ptr[m], d.mov_in_ptr[m + 1]
-            # one term per signal group (lane-to-lane link): a lane shared by two movements counts for both
-            up[m] = float(obs.in_vehicles[d.mov_in[a:b]].sum())
-            a, b = d.mov_out_ptr[m], d.mov_out_ptr[m + 1]
-            down[m] = float(obs.out_vehicles[d.mov_out[a:b]].sum())
+        if not hasattr(self, "_in_mov"):
+            self._in_mov = np.repeat(np.arange(M), np.diff(d.mov_in_ptr))
+            self._out_mov = np.repeat(np.arange(M), np.diff(d.mov_out_ptr))
+        up = np.bincount(self._in_mov, weights=obs.in_vehicles[d.mov_in], minlength=M)
+        down = np.bincount(self._out_mov, weights=obs.out_vehicles[d.mov_out], minlength=M)
         return up - down, up
 
     def act(self, obs: Observation) -> dict[int, int]:
@@ -144,16 +144,16 @@ class MaxPressureController(Controller):
                 r[:] = obs.t_s
         wishes = {}
         for s, seq in enumerate(self.seqs):
-            rows = self.phase_movs[s]
-            for k in range(len(rows)):
-                if k == seq.current:
-                    self.red_since[s][k] = obs.t_s
-            p = np.array([pressure[r].sum() if len(r) else -np.inf for r in rows])
-            # fairness: a phase with waiting vehicles red for longer than max_red is served next
-            starving = [k for k in range(len(rows)) if len(rows[k]) and up[rows[k]].sum() > 0
-                        and obs.t_s - self.red_since[s][k] > self.max_red_s and k != seq.current]
-            if starving:
-                wishes[s] = min(starving, key=lambda k: self.red_since[s][k])
+            inc, movs, red = self.inc[s], self.movs[s], self.red_since[s]
+            red[seq.current] = obs.t_s
+            has_movs = inc.any(axis=1)
+            p = np.where(has_movs, inc @ pressure[movs], -np.inf)
+            waiting = inc @ up[movs]
+            # fairness: a phase with vehicles waiting that has been red longer than max_red is served next
+            starving = has_movs & (waiting > 0) & (obs.t_s - red > self.max_red_s)
+            starving[seq.current] = False
+            if starving.any():
+                wishes[s] = int(np.flatnonzero(starving)[np.argmin(red[starving])])
             else:
                 wishes[s] = int(np.argmax(p)) if np.isfinite(p).any() else seq.current
         return wishes

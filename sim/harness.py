@@ -81,6 +81,7 @@ class Controller:
     name = "controller"
     decision_interval_s: float = 0.0
     min_green_s: float = MIN_GREEN_FLOOR_S  # the sequencer holds every green at least this long
+    observes_loops: bool = False  # stop-line induction loops are placed and read only for controllers that use them
 
     def additional_files(self, scenario: Scenario, net: Network, workdir: Path) -> list[Path]:
         """Extra SUMO additional files (programs to load) before the run starts."""
@@ -106,8 +107,13 @@ class RunConfig:
     extra: dict = field(default_factory=dict)
 
 
-def write_detectors(net: Network, lane_lengths: dict[str, float], lanes_of_movement, workdir: Path) -> Detectors:
-    """Place the harness's detectors (see module docstring) and write them as a SUMO additional file."""
+def write_detectors(net: Network, lane_lengths: dict[str, float], lanes_of_movement, workdir: Path,
+                    observe: bool = True, loops: bool = True) -> Detectors:
+    """Place the harness's detectors (see module docstring) and write them as a SUMO additional file.
+
+    The approach detectors always exist (they give the per-signal KPIs); the stop-line loops and the detectors on
+    outgoing lanes only when a controller observes (``observe``), so that fixed-plan runs cost SUMO no more.
+    """
     in_ids, in_sig, out_ids, loop_ids = [], [], [], []
     in_index: dict[str, int] = {}
     out_index: dict[str, int] = {}
@@ -133,11 +139,10 @@ def write_detectors(net: Network, lane_lengths: dict[str, float], lanes_of_movem
                     f'period="{DETECTOR_PERIOD_S}" file="e2_in.xml"/>'
                 )
                 lid = f"gv_loop_{ln}"
-                loop_ids.append(lid)
-                lines.append(
-                    f'    <inductionLoop id="{lid}" lane="{ln}" pos="{max(0.1, length - 1.0):.2f}" '
-                    f'period="3600" file="NUL"/>'
-                )
+                if observe and loops:
+                    loop_ids.append(lid)
+                    lines.append(f'    <inductionLoop id="{lid}" lane="{ln}" pos="{max(0.1, length - 1.0):.2f}" '
+                                 f'period="3600" file="NUL"/>')
             row_in.append(in_index[ln])
             row_share.append(1.0 / lane_movs[ln])
         for ln in outs:
@@ -146,10 +151,9 @@ def write_detectors(net: Network, lane_lengths: dict[str, float], lanes_of_movem
                 did = f"gv_out_{ln}"
                 out_index[ln] = len(out_ids)
                 out_ids.append(did)
-                lines.append(
-                    f'    <laneAreaDetector id="{did}" lane="{ln}" pos="0.00" '
-                    f'endPos="{min(length, OUT_DETECTOR_LENGTH_M) - 0.1:.2f}" period="3600" file="NUL"/>'
-                )
+                if observe:
+                    lines.append(f'    <laneAreaDetector id="{did}" lane="{ln}" pos="0.00" '
+                                 f'endPos="{min(length, OUT_DETECTOR_LENGTH_M) - 0.1:.2f}" period="3600" file="NUL"/>')
             row_out.append(out_index[ln])
         mov_in.append(row_in)
         mov_out.append(row_out)
@@ -240,7 +244,8 @@ def run(scenario: Scenario, net: Network, controller: Controller, cfg: RunConfig
     def lanes_of_movement(m: int):
         return conn.get((net.mov_from_edge[m], net.mov_to_edge[m]), ([], []))
 
-    dets = write_detectors(net, lane_lengths, lanes_of_movement, workdir)
+    dets = write_detectors(net, lane_lengths, lanes_of_movement, workdir,
+                           observe=controller.decision_interval_s > 0, loops=controller.observes_loops)
     adds = controller.additional_files(scenario, net, workdir) + [workdir / "gronvag_detectors.add.xml"]
     cmd = sumo_command(scenario, cfg, workdir, adds)
     atomic_write(workdir / "sumo_command.json", json.dumps(cmd, indent=1))

@@ -117,3 +117,31 @@ def test_max_pressure_and_dask(tmp_path):
                         progress=False)
     assert recs[0]["status"] == "ok", recs[0]["error"]
     assert recs[0]["kpi"]["n_tripinfo"] > 50
+
+
+def test_controller_sees_detector_counts_only(tmp_path):
+    """A controller that asks for stop-line loops gets counts, occupancies and halting numbers, nothing else."""
+    from sim.harness import Controller, RunConfig, run
+    from sim.scenario import compile_scenario
+
+    class Recorder(Controller):
+        name = "recorder"
+        decision_interval_s = 10.0
+        observes_loops = True
+
+        def reset(self, net, detectors, sequencers):
+            self.seen = []
+            self.n_in = len(detectors.in_ids)
+
+        def act(self, obs):
+            assert set(vars(obs)) == {"t_s", "in_vehicles", "in_halting", "in_occupancy_pct", "out_vehicles",
+                                      "out_halting", "loop_count"}
+            self.seen.append((obs.in_vehicles.sum(), obs.loop_count.sum(), obs.in_occupancy_pct.max()))
+            return {}
+
+    comp = compile_scenario(shared_scenario("cologne1"), end_s=25200 + 600)
+    rec = Recorder()
+    run(comp.scenario, comp.net, rec, RunConfig(seed=1), tmp_path)
+    seen = np.array(rec.seen)
+    assert len(seen) == 60 and rec.n_in > 0
+    assert seen[:, 0].max() > 0 and seen[:, 1].sum() > 0 and seen[:, 2].max() > 0
