@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -78,9 +79,19 @@ class WebsterController(Controller):
         self.name = "webster-coord" if coordinate else "webster"
 
     def additional_files(self, scenario, net, workdir: Path) -> list[Path]:
+        """The tools' plan depends on the scenario only, not on the seed: made once per sweep folder, then reused."""
+        import shutil
+
         from sim.baselines import webster_plan
 
-        return [webster_plan(scenario, workdir, coordinate=self.coordinate)]
+        cached = Path(workdir).parent / "_baseline_plans" / f"{scenario.name}.{self.name}.add.xml"
+        if not cached.is_file():
+            made = webster_plan(scenario, workdir, coordinate=self.coordinate)
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
+            shutil.copyfile(made, tmp)
+            os.replace(tmp, cached)  # concurrent sweeps may race here: both write the same plan, whole
+        return [cached]
 
 
 class ActuatedController(Controller):
