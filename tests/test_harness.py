@@ -145,3 +145,17 @@ def test_controller_sees_detector_counts_only(tmp_path):
     seen = np.array(rec.seen)
     assert len(seen) == 60 and rec.n_in > 0
     assert seen[:, 0].max() > 0 and seen[:, 1].sum() > 0 and seen[:, 2].max() > 0
+
+
+def test_libsumo_and_traci_give_the_same_run(tmp_path):
+    """The in-process and the socket backend are the same simulation: identical KPIs for the same seed."""
+    from sim.evaluate import evaluate
+
+    sc = str(shared_scenario("cologne1"))
+    kpis = {}
+    for backend in ("libsumo", "traci"):
+        recs = evaluate(sc, ["max-pressure"], [2], tmp_path / backend, end_s=25200 + 400, backend=backend,
+                        jobs=1, progress=False)
+        assert recs[0]["status"] == "ok", recs[0]["error"]
+        kpis[backend] = recs[0]["kpi"]
+    assert kpis["libsumo"] == kpis["traci"]
