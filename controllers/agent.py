@@ -1,6 +1,6 @@
 """The controller agent: one DEALER per intersection controller, talking GVCP/1 to the engine's ROUTER.
 
-Rules (see controllers/README-style notes in :mod:`controllers`):
+Rules:
 
 * A PLAN is accepted only if its (epoch, seq) is newer than the last accepted one, its sha256 matches its canonical
   body, and it passes :func:`engine.safety.check_plan` under the local spec, with a safe transition into it from the
@@ -32,7 +32,7 @@ import zmq
 from controllers import wire
 from controllers.security import KeyPair, MonitorLog
 from controllers.signal import PlanRunner, Switch, TransitionCache, find_transition
-from controllers.state import HISTORY, ControllerState, StateFile, StoredPlan
+from controllers.state import HISTORY, ControllerState, StateDB, StateFile, StoredPlan
 from controllers.wire import Ack, Activation, PlanMsg, PlanRef, WireError
 from engine.plan import SignalPlan, decode_plan, encode_plan
 from engine.safety import SignalSpec, check_plan
@@ -79,14 +79,18 @@ class AgentConfig:
 
 
 class ControllerAgent:
-    def __init__(self, cfg: AgentConfig, context: zmq.Context, *, cache: TransitionCache | None = None):
+    def __init__(self, cfg: AgentConfig, context: zmq.Context, *, cache: TransitionCache | None = None,
+                 db: StateDB | None = None):
         self.cfg = cfg
         self.id = cfg.controller_id
         self.ctx = context
         self.sock: zmq.Socket | None = None
         self.monitor: MonitorLog | None = None
         self.cache = cache or TransitionCache()
-        self.store = StateFile(cfg.state_dir, self.id, fsync=cfg.fsync)
+        self.store = StateFile(cfg.state_dir, self.id, fsync=cfg.fsync, db=db)
+        # with a shared (group-committed) store, messages wait in the outbox until the host has committed
+        self._outbox: list[tuple[wire.Message, bool]] | None = None
+        self._notify: Callable[[ControllerAgent], None] | None = None
         self.state: ControllerState = self.store.load()
         self.boot_id = uuid.uuid4().hex
         self.engine_epoch: int | None = None
@@ -96,6 +100,7 @@ class ControllerAgent:
         self._alarms: dict[str, str] = {}  # active alarm code -> text
         self._last_rx = time.monotonic()
         self._last_hello = 0.0
+        self._hello_after = cfg.hello_after_s
         self._last_status = 0.0
         self._lease_deadline = 0.0
         self._unsent: list[wire.Message] = []  # notifications to repeat after the next WELCOME
@@ -159,6 +164,7 @@ class ControllerAgent:
                 self.monitor.close(self.sock)
             self.sock.close(linger=0)
             self.sock = None
+        self.store.close()
 
     # ------------------------------------------------------------------ properties
     @property
@@ -174,7 +180,25 @@ class ControllerAgent:
         return self.state.accepted.ref if self.state.accepted else None
 
     # ------------------------------------------------------------------ sending
+    def defer_sends(self, notify: Callable[[ControllerAgent], None]) -> None:
+        """Hold outgoing messages until :meth:`flush` (called by the host after its group commit)."""
+        self._outbox = []
+        self._notify = notify
+
+    def flush(self) -> None:
+        out, self._outbox = self._outbox, []
+        for msg, keep in out or ():
+            self._send_now(msg, keep)
+
     def _send(self, msg: wire.Message, *, keep: bool = False) -> bool:
+        if self._outbox is not None:
+            if not self._outbox:
+                self._notify(self)
+            self._outbox.append((msg, keep))
+            return True
+        return self._send_now(msg, keep)
+
+    def _send_now(self, msg: wire.Message, keep: bool) -> bool:
         if self.sock is None:
             if keep:
                 self._unsent.append(msg)
@@ -271,6 +295,8 @@ class ControllerAgent:
         if self.engine_epoch != msg.epoch:
             log.info("%s: connected to engine epoch %d", self.id, msg.epoch)
         self.engine_epoch = msg.epoch
+        # the engine pings every heartbeat_s: only a silence of several heartbeats calls for a new HELLO
+        self._hello_after = max(self.cfg.hello_after_s, 2.5 * msg.heartbeat_s)
         self._renew_lease()
         unsent, self._unsent = self._unsent, []
         for m in unsent:
@@ -302,10 +328,6 @@ class ControllerAgent:
             return plan, errs
         if self.runner.reachable(plan, key=msg.ref.sha256) is None:
             return plan, [f"no safe transition from the running plan ({self._key_name(self.runner.key)}) into it"]
-        if self.runner.key != FALLBACK_KEY and find_transition(self.cfg.fallback, plan, self.cfg.spec,
-                                                               cache=self.cache, old_key=FALLBACK_KEY,
-                                                               new_key=msg.ref.sha256) is None:
-            return plan, ["no safe transition from the fallback plan into it"]
         if find_transition(plan, self.cfg.fallback, self.cfg.spec, cache=self.cache, old_key=msg.ref.sha256,
                            new_key=FALLBACK_KEY) is None:
             return plan, ["no safe transition from it back to the fallback plan"]
@@ -364,7 +386,7 @@ class ControllerAgent:
         self._request(plan, ref, msg.activation)
         if LEASE_ALARM in self._alarms:
             self._alarm(LEASE_ALARM, False, f"central control restored by plan {ref.short()}")
-        self._status()
+            self._status()
 
     def _request(self, plan: SignalPlan, ref: PlanRef, act: Activation) -> None:
         if self.runner.key == ref:
@@ -433,23 +455,30 @@ class ControllerAgent:
         for sw in self.runner.advance_to(target):
             self._on_switch(sw)
         if self.sock is not None:
-            if now - self._last_rx > self.cfg.hello_after_s and now - self._last_hello > self.cfg.hello_after_s:
+            if now - self._last_rx > self._hello_after and now - self._last_hello > self._hello_after:
                 self._hello()
             if now - self._last_status > self.cfg.status_interval_s:
                 self._status()
 
 
 class AgentHost:
-    """Runs any number of agents in one thread: one poller over their sockets and monitors, a common tick."""
+    """Runs any number of agents in one thread: one poller over their sockets and monitors, a common tick.
 
-    def __init__(self, agents: list[ControllerAgent], tick_s: float = 0.02):
+    Agents whose store is the host's shared :class:`StateDB` are group-committed: per loop iteration the host handles
+    the received messages and the ticks, commits all state changes in one transaction, then sends the answers."""
+
+    def __init__(self, agents: list[ControllerAgent], tick_s: float = 0.02, db: StateDB | None = None):
         self.agents = agents
         self.tick_s = tick_s
+        self.db = db
         self._poller = zmq.Poller()
         self._owner: dict[zmq.Socket, ControllerAgent] = {}
+        self._touched: list[ControllerAgent] = []
 
     def start(self) -> None:
         for a in self.agents:
+            if self.db is not None and a.store.db is self.db:
+                a.defer_sends(self._touched.append)
             if a.sock is None:
                 a.start()
             self._owner[a.sock] = a
@@ -471,6 +500,16 @@ class AgentHost:
                     except Exception:  # noqa: BLE001 - one agent's bug must not stop the others
                         log.exception("%s: tick failed", a.id)
                 next_tick = now + self.tick_s
+            self.commit_and_flush()
+
+    def commit_and_flush(self) -> None:
+        """Make the staged states durable, then send what the agents said meanwhile."""
+        if self.db is not None:
+            self.db.commit()
+        touched = self._touched[:]
+        self._touched.clear()
+        for a in touched:
+            a.flush()
 
     def poll_once(self, timeout_s: float) -> None:
         for sock, _ in self._poller.poll(int(timeout_s * 1000)):
@@ -481,6 +520,10 @@ class AgentHost:
                 log.exception("%s: message handling failed", agent.id)
 
     def close(self) -> None:
+        try:
+            self.commit_and_flush()
+        except Exception:  # noqa: BLE001 - closing anyway
+            log.exception("agent host: final commit failed")
         for a in self.agents:
             if a.sock is not None:
                 try:

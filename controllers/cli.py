@@ -21,6 +21,7 @@ from controllers.agent import AgentConfig, AgentHost, ControllerAgent, DayClock
 from controllers.config import check_fallback, load_fallback, load_spec, spec_from_fallback
 from controllers.engine import Engine, EngineConfig, PlanFileSource
 from controllers.security import ENGINE_ID, check_id, create_keypair, list_keys, load_keypair
+from controllers.state import StateDB
 from controllers.wire import Activation
 from engine.errors import GronvagError
 from engine.plan import read_planset
@@ -135,7 +136,7 @@ def controller_main(argv: Sequence[str]) -> int:
     p.add_argument("--time-scale", type=float, default=1.0, help="signal clock speed-up (tests and demos)")
     p.add_argument("--hello-after", type=float, default=3.0, help="re-send HELLO after this much silence, s")
     p.add_argument("--status-interval", type=float, default=10.0, help="periodic STATUS, s")
-    p.add_argument("--no-fsync", action="store_true", help="do not fsync the state file (tests on tmpfs only)")
+    p.add_argument("--no-fsync", action="store_true", help="do not fsync the state database (throwaway tests only)")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--log-level", default="INFO")
     return _run(_controller, (p, argv))
@@ -160,14 +161,16 @@ def _controller(args_in) -> int:
                       status_interval_s=a.status_interval, fsync=not a.no_fsync)
     stop = _stop_on_signals()
     ctx = zmq.Context()
-    agent = ControllerAgent(cfg, ctx)
-    host = AgentHost([agent])
+    db = StateDB(a.state_dir / f"{cid}.state.sqlite", fsync=not a.no_fsync)
+    agent = ControllerAgent(cfg, ctx, db=db)
+    host = AgentHost([agent], db=db)
     try:
         host.start()
         log.info("controller %s (signal %s) connecting to %s", cid, signal_id, a.connect)
         host.run(stop, until=None if a.duration is None else time.monotonic() + a.duration)
     finally:
         host.close()
+        db.close()
         ctx.term()
     return 0
 

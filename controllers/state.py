@@ -1,14 +1,18 @@
 """A controller agent's durable state: the last accepted central plan, its status, the mode and the lease.
 
-One JSON file per controller (``state_dir/<id>.state.json``), replaced atomically: write a temporary file, fsync it,
-``os.replace`` it over the old one, fsync the directory. A crash at any moment leaves either the old or the new state.
-The agent writes it *before* it acknowledges a plan, so an ACCEPTED answer is never forgotten.
+States live in SQLite (WAL, ``synchronous=FULL``): one row per controller, replaced in a transaction, so a crash at any
+moment leaves either the old or the new state. A standalone agent has its own database
+(``state_dir/<id>.state.sqlite``) and commits on every save. Agents run by :class:`controllers.agent.AgentHost` (one
+process serving one or several controllers, e.g. a gateway) share one database and *group-commit*: the host commits
+once per loop iteration and only then sends the acknowledgements produced in it. Either way a state is durable before
+any message that depends on it (ACK accepted/applied) leaves the process.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import time
 from pathlib import Path
 from typing import Literal
@@ -50,19 +54,96 @@ _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder(ControllerState)
 
 
-class StateFile:
-    def __init__(self, state_dir: str | Path, controller_id: str, *, fsync: bool = True):
-        self.dir = Path(state_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.path = self.dir / f"{controller_id}.state.json"
-        self.controller_id = controller_id
+class StateDB:
+    """One SQLite file holding the states of one or more controllers."""
+
+    def __init__(self, path: str | Path, *, fsync: bool = True):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fsync = fsync
+        self.commits = 0
+        self._staged: dict[str, bytes] = {}
+        self._db: sqlite3.Connection | None = None
+
+    def _open(self) -> sqlite3.Connection:
+        if self._db is None:
+            try:
+                self._db = self._connect()
+            except sqlite3.DatabaseError as exc:
+                self._set_aside(exc)
+                self._db = self._connect()
+        return self._db
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={'FULL' if self.fsync else 'OFF'}")
+            db.execute("CREATE TABLE IF NOT EXISTS state (controller_id TEXT PRIMARY KEY, data BLOB NOT NULL)")
+            db.execute("SELECT COUNT(*) FROM state").fetchone()
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        return db
+
+    def _set_aside(self, why: object) -> None:
+        stamp = int(time.time())
+        for suffix in ("", "-wal", "-shm"):
+            p = Path(str(self.path) + suffix)
+            if p.exists():
+                os.replace(p, p.with_name(f"{p.name}.corrupt-{stamp}"))
+        log.error("%s: unreadable controller state database (%s); set aside, starting afresh", self.path, why)
+
+    def get(self, controller_id: str) -> bytes | None:
+        if controller_id in self._staged:
+            return self._staged[controller_id]
+        row = self._open().execute("SELECT data FROM state WHERE controller_id = ?", (controller_id,)).fetchone()
+        return row[0] if row else None
+
+    def put(self, controller_id: str, data: bytes) -> None:
+        """Stage a state; durable after :meth:`commit`."""
+        self._staged[controller_id] = data
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self._staged)
+
+    def commit(self) -> None:
+        if not self._staged:
+            return
+        db = self._open()
+        rows = list(self._staged.items())
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany("INSERT OR REPLACE INTO state (controller_id, data) VALUES (?, ?)", rows)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._staged.clear()
+        self.commits += 1
+
+    def close(self) -> None:
+        if self._db is not None:
+            try:
+                self.commit()
+            finally:
+                self._db.close()
+                self._db = None
+
+
+class StateFile:
+    """One controller's state in a :class:`StateDB`: its own (committing on every save) or a shared one."""
+
+    def __init__(self, state_dir: str | Path, controller_id: str, *, fsync: bool = True, db: StateDB | None = None):
+        self.controller_id = controller_id
+        self.grouped = db is not None
+        self.db = db if db is not None else StateDB(Path(state_dir) / f"{controller_id}.state.sqlite", fsync=fsync)
         self.writes = 0
 
     def load(self) -> ControllerState:
-        try:
-            raw = self.path.read_bytes()
-        except FileNotFoundError:
+        raw = self.db.get(self.controller_id)
+        if raw is None:
             return ControllerState(controller_id=self.controller_id)
         try:
             st = _dec.decode(raw)
@@ -70,30 +151,16 @@ class StateFile:
                 raise msgspec.ValidationError(f"state is {st.schema!r} of {st.controller_id!r}")
             return st
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
-            os.replace(self.path, aside)
-            log.error("%s: unreadable controller state (%s); moved to %s, starting in fallback", self.path, exc,
-                      aside.name)
+            log.error("%s: unreadable state of %s (%s); starting in fallback", self.db.path, self.controller_id, exc)
             return ControllerState(controller_id=self.controller_id)
 
     def save(self, st: ControllerState) -> None:
-        data = _enc.encode(st)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-            if self.fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        if self.fsync:
-            dfd = os.open(self.dir, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+        """Replace the stored state: committed now (own database) or with the host's next group commit."""
+        self.db.put(self.controller_id, _enc.encode(st))
         self.writes += 1
+        if not self.grouped:
+            self.db.commit()
+
+    def close(self) -> None:
+        if not self.grouped:
+            self.db.close()

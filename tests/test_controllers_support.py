@@ -23,6 +23,7 @@ from controllers.agent import AgentConfig, AgentHost, ControllerAgent, DayClock
 from controllers.config import spec_from_fallback
 from controllers.engine import Engine, EngineConfig
 from controllers.security import ENGINE_ID, create_keypair, load_keypair
+from controllers.state import StateDB
 from controllers.wire import Activation
 from engine.plan import Phase, SignalPlan, make_plan
 
@@ -139,9 +140,10 @@ class Harness:
 
     def start_agents(self, configs: list[AgentConfig] | None = None) -> dict[str, ControllerAgent]:
         configs = configs if configs is not None else [self.agent_config(cid) for cid in self.ids]
-        agents = [ControllerAgent(cfg, self.agent_ctx) for cfg in configs]
+        self.db = StateDB(self.root / "ctl-state" / f"host-{len(configs)}-{time.monotonic_ns()}.sqlite")
+        agents = [ControllerAgent(cfg, self.agent_ctx, db=self.db) for cfg in configs]
         self.agents = {a.id: a for a in agents}
-        self.host = AgentHost(agents, tick_s=0.01)
+        self.host = AgentHost(agents, tick_s=0.01, db=self.db)
         self.host.start()
         self._host_stop = threading.Event()
         self._host_thread = threading.Thread(target=self.host.run, args=(self._host_stop,), daemon=True)
@@ -156,6 +158,7 @@ class Harness:
         if self.host is not None:
             self.host.close()
             self.host = None
+            self.db.close()
 
     def applied(self, cid: str) -> list:
         return [ref for ref, _ in list(self.agents[cid].applied_log)]

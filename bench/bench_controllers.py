@@ -1,0 +1,329 @@
+"""Controller link under load: N CURVE controllers in a few processes on loopback, one engine.
+
+``run(smoke)`` (also ``python -m bench.bench_controllers [--smoke] [-n N] [--procs P]``):
+
+1. keys for the engine and N controllers; the engine (this process) binds 127.0.0.1; P agent processes host N/P
+   agents each (the real :class:`controllers.agent.ControllerAgent`, fsynced state files, full safety validation);
+2. *paced* phase: plans offered at a fixed rate below saturation (each controller has at most one plan in flight):
+   latency of every plan from PLAN sent to ACK accepted received, p50/p99;
+3. *saturation* phase: every controller gets its next plan as soon as the previous one is accepted (N in flight):
+   acknowledged plans per second and the latency at that load;
+4. drain and settle: no plan may stay unacknowledged; every controller must end up running its last plan; agents
+   report every plan they applied, so plans applied twice (or lost) are counted.
+
+Every plan is distinct (different splits/offset), so no validation is answered from a memo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=4096)
+def _template(k: int):
+    from engine.plan import Phase, make_plan
+
+    g1 = 10 + (k * 5) % 23
+    g2 = 10 + (k * 7 + 3) % 23
+    phases = [Phase("GGrr", g1), Phase("yyrr", 3, kind="yellow"), Phase("rrrr", 2, kind="allred"),
+              Phase("rruu", 1, kind="redamber"), Phase("rrGG", g2), Phase("rryy", 3, kind="yellow"),
+              Phase("rrrr", 2, kind="allred"), Phase("uurr", 1, kind="redamber")]
+    cycle = sum(p.duration_s for p in phases)
+    return make_plan("T", phases, offset_s=(k * 13) % cycle)
+
+
+def _plan(sid: str, k: int):
+    """The k-th plan variant of signal ``sid`` (k = 0: its fallback); consecutive k differ in splits and offset."""
+    import msgspec
+
+    return msgspec.structs.replace(_template(k), signal_id=sid)
+
+
+def _agent_worker(ids: list[str], keys_dir: str, endpoint: str, state_dir: str, scale: float, fsync: bool,
+                  conn, stop) -> None:
+    """One agent process: hosts ``ids`` until ``stop`` is set, then sends back what each agent applied."""
+    import zmq
+
+    from controllers.agent import AgentConfig, AgentHost, ControllerAgent, DayClock
+    from controllers.config import spec_from_fallback
+    from controllers.security import ENGINE_ID, load_keypair
+    from controllers.state import StateDB
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx = zmq.Context()
+    ctx.max_sockets = 4 * len(ids) + 64
+    engine_pub = load_keypair(Path(keys_dir) / f"{ENGINE_ID}.key").public
+    clock = DayClock(scale, start_s=0.0)
+    db = StateDB(Path(state_dir) / f"host-{os.getpid()}.sqlite", fsync=fsync)
+    agents = []
+    for cid in ids:
+        fallback = _plan(cid, 0)
+        cfg = AgentConfig(controller_id=cid, endpoint=endpoint, keys=load_keypair(Path(keys_dir) / f"{cid}.key_secret"),
+                          engine_public=engine_pub, state_dir=Path(state_dir), fallback=fallback,
+                          spec=spec_from_fallback(fallback), clock=clock, hello_after_s=5.0, status_interval_s=30.0,
+                          reconnect_ivl_ms=200, reconnect_ivl_max_ms=2000, fsync=fsync)
+        agents.append(ControllerAgent(cfg, ctx, db=db))
+    host = AgentHost(agents, tick_s=0.05, db=db)
+    host.start()
+    try:
+        host.run(stop)
+    finally:
+        host.close()
+        result = {a.id: {"applied": [(r.epoch, r.seq) for r, _ in a.applied_log], "counts": dict(a.counts),
+                         "state_writes": a.store.writes} for a in agents}
+        result["_host"] = {"commits": db.commits}
+        db.close()
+        conn.send(result)
+        conn.close()
+        ctx.term()
+
+
+class _Driver:
+    """Issues plans from the engine loop and records acknowledgements (runs on the engine thread)."""
+
+    def __init__(self, engine, ids: list[str], variants: int = 0):
+        self.engine = engine
+        self.variants = variants
+        self.ids = ids
+        self.k = dict.fromkeys(ids, 0)
+        self.outstanding: dict[str, tuple[int, float]] = {}  # cid -> (seq, publish time)
+        self.idle = deque(ids)
+        self.latencies: list[float] = []  # PLAN sent -> ACK accepted, s
+        self.issue_latencies: list[float] = []  # publish (incl. commit) -> ACK accepted, s
+        self.acked = 0
+        self.issued = 0
+        self.closed_loop = False
+        self.applied_acks: dict[tuple[str, int, int], int] = {}
+        self.rejected = 0
+
+    def issue(self, cids: list[str]) -> None:
+        plans = []
+        for cid in cids:
+            self.k[cid] += 1
+            k = self.k[cid]
+            plans.append(_plan(cid, 1 + (k - 1) % self.variants if self.variants else k))
+        refs = self.engine.publish(plans)
+        now = time.perf_counter()
+        for cid, ref in zip(cids, refs, strict=True):
+            self.outstanding[cid] = (ref.seq, now)
+        self.issued += len(refs)
+
+    def on_ack(self, engine, peer, ack, latency) -> None:
+        cid = peer.cid
+        if ack.status == "applied":
+            key = (cid, ack.ref.epoch, ack.ref.seq)
+            self.applied_acks[key] = self.applied_acks.get(key, 0) + 1
+            return
+        out = self.outstanding.get(cid)
+        if out is None or ack.ref.seq != out[0] or ack.status not in ("accepted", "duplicate", "rejected"):
+            return
+        del self.outstanding[cid]
+        self.rejected += ack.status == "rejected"
+        self.acked += 1
+        if latency is not None:
+            self.latencies.append(latency)
+        self.issue_latencies.append(time.perf_counter() - out[1])
+        if self.closed_loop:
+            self.issue([cid])  # staged now; committed and sent at the end of this engine loop iteration
+        else:
+            self.idle.append(cid)
+
+
+def _pct(xs: list[float], q: float) -> float:
+    return round(float(np.percentile(np.asarray(xs) * 1000.0, q)), 2) if xs else float("nan")
+
+
+def run(smoke: bool = False, n: int | None = None, procs: int | None = None, paced_rate: float | None = None,
+        phase_s: float | None = None, fsync: bool = True, scale: float = 25.0, variants: int = 0) -> dict:
+    import zmq
+
+    from controllers.engine import Engine, EngineConfig
+    from controllers.security import ENGINE_ID, create_keypair, load_allow_list, load_keypair
+    from controllers.wire import Activation
+
+    n = n or (20 if smoke else 1000)
+    procs = procs or 2
+    paced_rate = paced_rate or (100.0 if smoke else 1000.0)
+    phase_s = phase_s or (2.0 if smoke else 8.0)
+    ids = [f"J{i:04d}" for i in range(n)]
+    tmp = Path(tempfile.mkdtemp(prefix="gronvag-bench-ctl-"))
+    workers, conns, stop = [], [], None
+    t_start = time.perf_counter()
+    try:
+        keys_dir = tmp / "keys"
+        create_keypair(keys_dir, ENGINE_ID)
+        for cid in ids:
+            create_keypair(keys_dir, cid)
+        t_keys = time.perf_counter() - t_start
+        ctx = zmq.Context()
+        ctx.max_sockets = 4 * n + 64
+        engine = Engine(EngineConfig(endpoint="tcp://127.0.0.1:0", state_dir=tmp / "engine",
+                                     keys=load_keypair(keys_dir / f"{ENGINE_ID}.key_secret"),
+                                     allow=load_allow_list(keys_dir), heartbeat_s=5.0, offline_after_s=30.0,
+                                     retry_initial_s=2.0, retry_max_s=10.0, lease_s=120.0,
+                                     activation=Activation(kind="asap"), max_batch=5000), context=ctx)
+        engine.start()
+        driver = _Driver(engine, ids, variants)
+        engine.on_ack = driver.on_ack
+        spawn = mp.get_context("spawn")
+        stop = spawn.Event()
+        for w in range(procs):
+            part = ids[w::procs]
+            parent, child = spawn.Pipe(duplex=False)
+            p = spawn.Process(target=_agent_worker, args=(part, str(keys_dir), engine.bound_endpoint,
+                                                          str(tmp / "ctl"), scale, fsync, child, stop), daemon=True)
+            p.start()
+            workers.append(p)
+            conns.append(parent)
+
+        # --- connect: every controller said HELLO
+        t0 = time.perf_counter()
+        deadline = time.monotonic() + (60 if n > 100 else 20)
+        while sum(1 for p in engine.peers.values() if p.mode is not None) < n:
+            engine.poll_once(0.02)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {sum(1 for p in engine.peers.values() if p.mode)} of {n} connected")
+        t_connect = time.perf_counter() - t0
+
+        # --- paced phase
+        def loop_for(seconds: float, paced: bool) -> tuple[int, float]:
+            a0, t_begin = driver.acked, time.perf_counter()
+            tokens, last = 0.0, t_begin
+            end = t_begin + seconds
+            while True:
+                now = time.perf_counter()
+                if now >= end:
+                    break
+                if paced:
+                    tokens = min(tokens + (now - last) * paced_rate, paced_rate * 0.05 + 1)
+                    last = now
+                    take = min(int(tokens), len(driver.idle))
+                    if take:
+                        driver.issue([driver.idle.popleft() for _ in range(take)])
+                        tokens -= take
+                engine.poll_once(0.002 if paced else 0.01)
+            return driver.acked - a0, time.perf_counter() - t_begin
+
+        paced_acked, paced_wall = loop_for(phase_s, paced=True)
+        lat_paced, lat_issue_paced = driver.latencies, driver.issue_latencies
+        driver.latencies, driver.issue_latencies = [], []
+
+        # --- saturation phase: all controllers busy
+        driver.closed_loop = True
+        first = list(driver.idle)
+        driver.idle.clear()
+        if first:
+            driver.issue(first)
+        sat_acked, sat_wall = loop_for(phase_s, paced=False)
+        lat_sat = driver.latencies
+        driver.closed_loop = False
+
+        # --- drain: every issued plan acknowledged; then settle: every controller runs its last plan
+        deadline = time.monotonic() + 30
+        while driver.outstanding and time.monotonic() < deadline:
+            engine.poll_once(0.01)
+        unacked = len(driver.outstanding)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            engine.poll_once(0.01)
+            if all(p.desired is not None and p.desired.status == "applied" for cid, p in engine.peers.items()
+                   if cid in driver.k):
+                break
+        final_not_applied = sum(1 for cid in ids if engine.peers[cid].desired is None
+                                or engine.peers[cid].desired.status != "applied")
+        counts = dict(engine.counts)
+        issued_store = engine.store.issued_count()
+        stop.set()
+        results: dict = {}
+        host_commits = 0
+        for c in conns:
+            if c.poll(30):
+                part = c.recv()
+                host_commits += part.pop("_host")["commits"]
+                results.update(part)
+        for p in workers:
+            p.join(timeout=15)
+        engine.close()
+        ctx.term()
+
+        applied_per_plan: dict[tuple[str, int, int], int] = {}
+        for cid, r in results.items():
+            for e, s in r["applied"]:
+                applied_per_plan[(cid, e, s)] = applied_per_plan.get((cid, e, s), 0) + 1
+        applied_twice = sum(1 for v in applied_per_plan.values() if v > 1)
+        applied_acks_twice = sum(1 for v in driver.applied_acks.values() if v > 1)
+        agent_accepted = sum(r["counts"].get("accepted", 0) for r in results.values())
+        out = {
+            "controllers": n, "agent_processes": procs, "cpus": os.cpu_count(), "curve": True,
+            "controller_fsync": fsync, "plan_variants": variants or "all distinct",
+            "engine_sqlite": "WAL, synchronous=FULL, one commit per loop iteration",
+            "signal_clock_speedup": scale,
+            "keygen_s": round(t_keys, 2), "connect_all_s": round(t_connect, 2),
+            "paced_offered_plans_s": paced_rate,
+            "paced_acked_plans_s": round(paced_acked / paced_wall, 1),
+            "paced_latency_p50_ms": _pct(lat_paced, 50), "paced_latency_p99_ms": _pct(lat_paced, 99),
+            "paced_latency_max_ms": _pct(lat_paced, 100),
+            "paced_issue_to_ack_p99_ms": _pct(lat_issue_paced, 99),
+            "saturation_acked_plans_s": round(sat_acked / sat_wall, 1),
+            "saturation_latency_p50_ms": _pct(lat_sat, 50), "saturation_latency_p99_ms": _pct(lat_sat, 99),
+            "plans_issued": driver.issued, "plans_issued_in_store": issued_store,
+            "plans_acked": driver.acked, "plans_rejected": driver.rejected,
+            "plans_lost_unacked": unacked, "plans_accepted_by_agents": agent_accepted,
+            "plans_applied": sum(applied_per_plan.values()), "plans_applied_twice": applied_twice,
+            "applied_acks_twice": applied_acks_twice, "final_plan_not_applied": final_not_applied,
+            "engine_retries": counts.get("retries", 0), "engine_malformed": counts.get("malformed", 0),
+            "agents_reporting": len(results), "agent_state_commits": host_commits,
+            "agent_state_writes": sum(r["state_writes"] for r in results.values()),
+            "goals": {"p99_below_50ms": _pct(lat_paced, 99) < 50.0,
+                      "acked_at_least_5000_s": sat_acked / sat_wall >= 5000.0,
+                      "none_lost_or_applied_twice": unacked == 0 and applied_twice == 0 and applied_acks_twice == 0
+                      and final_not_applied == 0},
+            "wall_s": round(time.perf_counter() - t_start, 1),
+        }
+        print(json.dumps(out, indent=1))
+        return out
+    finally:
+        if stop is not None:
+            stop.set()
+        for p in workers:
+            if p.is_alive():
+                p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.bench_controllers")
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("-n", type=int, help="controllers (default 1000, smoke 20)")
+    ap.add_argument("--procs", type=int, help="agent processes (default 2)")
+    ap.add_argument("--rate", type=float, help="paced phase offered plans/s (default 1000, smoke 100)")
+    ap.add_argument("--seconds", type=float, help="length of each phase (default 8, smoke 2)")
+    ap.add_argument("--no-fsync", action="store_true", help="controller state without fsync")
+    ap.add_argument("--variants", type=int, default=0,
+                    help="recurring plans: each controller cycles through this many plans (default: all distinct)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    run(smoke=args.smoke, n=args.n, procs=args.procs, paced_rate=args.rate, phase_s=args.seconds,
+        fsync=not args.no_fsync, variants=args.variants)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
