@@ -19,12 +19,16 @@ def _scenario_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--begin", type=float, help="window start, s (default: the configuration's)")
     p.add_argument("--end", type=float, help="window end, s (default: the configuration's)")
     p.add_argument("--bin", type=float, default=900.0, help="demand time-bin width, s (default 900)")
+    p.add_argument("--sat-flow", metavar="JSON", help="saturation-flow calibration: base, turn factors, overrides")
 
 
 def _compile(args):
+    from sim.netcompile import SatFlowConfig
     from sim.scenario import compile_scenario
 
-    return compile_scenario(args.scenario, routes=args.routes, bin_s=args.bin, begin_s=args.begin, end_s=args.end)
+    sat = SatFlowConfig.from_json(args.sat_flow) if args.sat_flow else None
+    return compile_scenario(args.scenario, routes=args.routes, bin_s=args.bin, begin_s=args.begin, end_s=args.end,
+                            sat=sat)
 
 
 def cmd_info(args) -> int:

@@ -47,6 +47,38 @@ class SatFlowConfig:
     uturn_factor: float = 0.40
     overrides: dict[tuple[str, str, str], float] = field(default_factory=dict)
 
+    @classmethod
+    def from_json(cls, path: str | Path) -> SatFlowConfig:
+        """Read a calibration file: ``{"base_veh_h_lane": 1850, "right_factor": 0.85, ...,
+        "overrides": [{"signal": "J1", "from": "E1", "to": "E2", "veh_h": 1700}, ...]}`` (every key optional)."""
+        import json
+
+        path = Path(path)
+        try:
+            raw = json.loads(path.read_text())
+        except OSError as exc:
+            raise ScenarioError(f"cannot read saturation-flow file ({exc.strerror})", path) from None
+        except json.JSONDecodeError as exc:
+            raise ScenarioError(f"malformed JSON ({exc.msg} at line {exc.lineno})", path) from None
+        if not isinstance(raw, dict):
+            raise ScenarioError("expected a JSON object", path)
+        known = {"base_veh_h_lane", "right_factor", "left_protected_factor", "left_permissive_factor", "uturn_factor"}
+        unknown = set(raw) - known - {"overrides"}
+        if unknown:
+            raise ScenarioError(f"unknown keys {sorted(unknown)}", path)
+        kw = {}
+        for k in known & set(raw):
+            if not isinstance(raw[k], int | float) or raw[k] <= 0:
+                raise ScenarioError(f"{k} must be a positive number", path)
+            kw[k] = float(raw[k])
+        over = {}
+        for i, o in enumerate(raw.get("overrides", [])):
+            try:
+                over[(str(o["signal"]), str(o["from"]), str(o["to"]))] = float(o["veh_h"])
+            except (KeyError, TypeError, ValueError):
+                raise ScenarioError(f"override {i} needs signal, from, to and a numeric veh_h", path) from None
+        return cls(**kw, overrides=over)
+
     def factor(self, turn: int, protected: bool) -> float:
         if turn == TURN_RIGHT:
             return self.right_factor
@@ -419,6 +451,9 @@ def compile_network(
         flat = np.fromiter((v for x in lists for v in x), np.int32, count=int(ptr[-1]))
         return ptr, flat
 
+    stale = sorted(set(sat.overrides) - set(movement_index))
+    if stale:
+        raise ScenarioError(f"saturation-flow override for {stale[0]} names no signalised movement", net_path)
     foe_ptr, foe_flat = csr(foe_lists)
     ml_ptr, ml_flat = csr(mov_links)
     edge_length = {e: v[0][0] for e, v in edge_lanes.items() if v and edge_function.get(e) == "normal"}

@@ -96,3 +96,20 @@ def test_empty_demand_window(tmp_path):
 @pytest.mark.parametrize("args", [("evaluate", "nowhere", "--out", "o"), ("info", "grid-0x0")])
 def test_unknown_scenario(args, tmp_path):
     assert_one_line_error(gronvag(*args, cwd=tmp_path), args[1])
+
+
+def test_saturation_flow_calibration_file(tmp_path):
+    sc = shared_scenario("cologne3")
+    cal = tmp_path / "sat.json"
+    cal.write_text('{"base_veh_h_lane": 1900, "overrides": [{"signal": "360082", "from": "-130160207#0", '
+                   '"to": "241660955#17", "veh_h": 1234}]}')
+    res = gronvag("info", sc, "--sat-flow", cal, "--json")
+    assert res.returncode == 0, res.stderr
+    sig = next(s for s in json.loads(res.stdout)["signals"] if s["id"] == "360082")
+    sat = {(m["from"], m["to"]): m["sat_flow_veh_h"] for m in sig["movements"]}
+    assert sat[("-130160207#0", "241660955#17")] == 1234.0
+    assert sat[("-241660955#17", "-241660955#16")] == 2 * 1900.0  # two through lanes at the new base
+    cal.write_text('{"overrides": [{"signal": "nope", "from": "a", "to": "b", "veh_h": 1}]}')
+    assert_one_line_error(gronvag("info", sc, "--sat-flow", cal), "no signalised movement")
+    cal.write_text("{not json")
+    assert_one_line_error(gronvag("info", sc, "--sat-flow", cal), "sat.json", "malformed JSON")
