@@ -30,13 +30,17 @@ class _Step:
 class Sequencer:
     """One signal's legal state machine over its green phases (state strings of the signal's program)."""
 
-    def __init__(self, spec: SignalSpec, green_states: list[str], max_green_s: float | None = None,
+    def __init__(self, spec: SignalSpec, green_states: list[str], max_green_s: float | list[float] | None = None,
                  start_phase: int = 0, min_green_floor_s: float = 0.0):
         if not green_states:
             raise ValueError(f"{spec.signal_id}: no green phases")
         self.spec = spec
         self.greens = list(green_states)
-        self.max_green_s = max_green_s
+        # maximum green per green phase (0 or None: none)
+        if max_green_s is None or isinstance(max_green_s, int | float):
+            self.max_green_s = [float(max_green_s or 0.0)] * len(self.greens)
+        else:
+            self.max_green_s = [float(x or 0.0) for x in max_green_s]
         self.current = start_phase
         self.elapsed_s = 0.0  # time in the current green
         self.queue: list[_Step] = []  # pending transition steps (then the target green)
@@ -62,11 +66,13 @@ class Sequencer:
             ys = "".join(self._yellow_char(i, frm, stopping, kept) for i in range(n))
             if y > 0:
                 steps.append(_Step(ys, float(y), -1))
-            ar = int(self.spec.allred_s)
+        u = max((int(self.spec.redamber_s[i]) for i in starting), default=0)
+        if stopping:
+            # the clearance runs from the end of yellow to the next green; red-amber is part of it
+            ar = int(self.spec.allred_s) - u
             if ar > 0 and starting:
                 steps.append(_Step("".join(frm[i] if i in kept else "r" for i in range(n)), float(ar), -1))
         if starting:
-            u = max((int(self.spec.redamber_s[i]) for i in starting), default=0)
             if u > 0:
                 steps.append(_Step("".join("u" if i in starting else (frm[i] if i in kept else "r")
                                            for i in range(n)), float(u), -1))
@@ -94,7 +100,7 @@ class Sequencer:
         self.target = phase
 
     def step(self, dt: float = 1.0) -> str:
-        """Advance by ``dt`` seconds; returns the state to show during the next ``dt``."""
+        """``dt`` seconds have passed showing ``self.state``; returns the state to show during the next ``dt``."""
         if self.queue:
             head = self.queue[0]
             head.remaining_s -= dt
@@ -107,7 +113,8 @@ class Sequencer:
             return self.state
         self.elapsed_s += dt
         want = self.target
-        if self.max_green_s and self.elapsed_s >= self.max_green_s and want == self.current:
+        mx = self.max_green_s[self.current]
+        if mx and self.elapsed_s >= mx and want == self.current:
             want = (self.current + 1) % len(self.greens)
         if want != self.current and self.elapsed_s >= self.min_green_s[self.current]:
             steps = self.transition(self.greens[self.current], self.greens[want])

@@ -282,7 +282,13 @@ def _make_sequencers(net: Network, conn_mod, min_green_s: float) -> list[Sequenc
         # start from the green phase SUMO shows now (or the first)
         cur = conn_mod.trafficlight.getRedYellowGreenState(sid)
         start = greens.index(cur) if cur in greens else 0
-        seq = Sequencer(net.signal_spec(s), greens, start_phase=start, min_green_floor_s=min_green_s)
+        # a maximum green where the program declares one (maxDur above the duration), per green phase
+        max_g = {}
+        for p in net.phases_of(s):
+            if net.phase_max_s[p] > net.phase_duration_s[p]:
+                max_g[net.phase_states[p]] = max(max_g.get(net.phase_states[p], 0.0), float(net.phase_max_s[p]))
+        seq = Sequencer(net.signal_spec(s), greens, start_phase=start, min_green_floor_s=min_green_s,
+                        max_green_s=[max_g.get(g, 0.0) for g in greens])
         seqs.append(seq)
     return seqs
 

@@ -34,7 +34,7 @@ def _runs(seq):
 def test_sequencer_never_unsafe(wishes):
     spec = derive_spec("J", BASE, FOES, min_green_s=6)
     seq = Sequencer(spec, ["GGrr", "rrGG"], min_green_floor_s=6)
-    states = []
+    states = [seq.state]
     for phase, hold in wishes:
         seq.request(phase)
         for _ in range(hold):
@@ -49,20 +49,19 @@ def test_sequencer_never_unsafe(wishes):
         for k, (c, n) in enumerate(runs):
             nxt = runs[k + 1][0] if k + 1 < len(runs) else None
             if c == "G" and nxt is not None:
-                assert nxt == "y"
-                if k > 0:  # the first green may have started before the record
-                    assert n >= 6
+                assert nxt == "y" and n >= 6
             if c == "y" and nxt is not None:
                 assert n >= 3 and nxt == "r"
             if c == "u" and nxt is not None:
                 assert n >= 1 and nxt == "G"
             if c == "r" and nxt is not None:
                 assert nxt == "u"
-    # all-red clearance: between the end of a yellow and a conflicting green at least 2 s
+    # clearance: from the end of a yellow to a conflicting green at least the spec's 3 s (all-red + red-amber)
+    assert spec.allred_s == 3
     for t in range(1, len(states)):
-        if states[t - 1][0] == "y" and states[t][0] != "y":
-            window = states[t:t + 2]
-            assert all(s[2] not in "Gg" for s in window)
+        for a, b in ((0, 2), (2, 0)):
+            if states[t - 1][a] == "y" and states[t][a] != "y":
+                assert all(s[b] not in "Gg" for s in states[t:t + 3])
 
 
 def test_fixed_run_kpis_recomputed(tmp_path, compiled_shared):
@@ -159,3 +158,19 @@ def test_libsumo_and_traci_give_the_same_run(tmp_path):
         assert recs[0]["status"] == "ok", recs[0]["error"]
         kpis[backend] = recs[0]["kpi"]
     assert kpis["libsumo"] == kpis["traci"]
+
+
+def test_sequencer_max_green_and_wishes_during_clearance():
+    spec = derive_spec("J", BASE, FOES, min_green_s=6)
+    seq = Sequencer(spec, ["GGrr", "rrGG"], max_green_s=[20, 0], min_green_floor_s=6)
+    states = [seq.state] + [seq.step(1.0) for _ in range(40)]  # no wish for a change: phase 0 ends at its maximum
+    assert states[:20] == ["GGrr"] * 20 and states[20] == "yyrr"
+    # a wish arriving during the clearance is served after it, never by cutting it short
+    seq = Sequencer(spec, ["GGrr", "rrGG"], min_green_floor_s=6)
+    seq.request(1)
+    out = [seq.state] + [seq.step(1.0) for _ in range(11)]
+    seq.request(0)  # during yellow/all-red/red-amber towards phase 1
+    out += [seq.step(1.0) for _ in range(20)]
+    assert "".join(s[2] for s in out).count("G") >= 6  # phase 1 still gets its minimum green
+    # 6 s minimum green, 3 s yellow, then 3 s from the end of yellow to the conflicting green (2 all-red + 1 red-amber)
+    assert out[:6] == ["GGrr"] * 6 and out[6:9] == ["yyrr"] * 3 and out[9:11] == ["rrrr"] * 2 and out[11] == "rruu"
