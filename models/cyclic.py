@@ -19,6 +19,12 @@ capacity flow) and the excess goes into the overflow term, the HCM / Kimber-Holl
 
     d2 = 900 T [(X - 1) + sqrt((X - 1)^2 + 8 kI X / (c T))]   (s/veh, c in veh/h, T in h).
 
+The periodic queue: starting from an empty queue at any second, one period later the queue equals the periodic
+one (when arrivals per period do not exceed capacity, a longer history only adds whole periods of net outflow), so
+at most two passes are needed; the pass starts where the movement's green ends, where the queue is usually already
+empty and one pass suffices. A movement whose upstream profiles did not change since its last evaluation is not
+evaluated again.
+
 Stops: arrivals during the part of a second in which a queue is present (Webster's (1 - lambda) / (1 - y) for
 uniform arrivals); above capacity the excess share of vehicles counts as stopped. Outputs per movement and totals.
 
@@ -93,6 +99,26 @@ class CyclicOptions(NamedTuple):
     max_sweeps: int  # sweeps over the movements before giving up on convergence
     tol_veh: float  # convergence: max change of any departure profile value, veh per second
     min_capacity_veh_s: float  # capacity floor for X and d2 (keeps zero-green penalties finite)
+
+
+class _Links(NamedTuple):
+    """Internal: the distinct dispersion links (source, shift, keep) of the feeds, so that a profile that feeds
+    several movements of one downstream approach is dispersed once. CSR by source movement."""
+
+    out_ptr: np.ndarray  # int64 (M+1,): links of source movement u are out_ptr[u]:out_ptr[u+1]
+    shift_s: np.ndarray  # int64 (L,)
+    keep: np.ndarray  # float64 (L,)
+    feed_link: np.ndarray  # int64 (E,): the link of each feed (in the order of CyclicNet.in_*)
+
+
+def _links(net: CyclicNet) -> _Links:
+    n_mov = net.sat_veh_s.shape[0]
+    rows = np.stack([net.in_src.astype(np.float64), net.in_shift_s.astype(np.float64), net.in_keep], axis=1)
+    uniq, feed_link = np.unique(rows, axis=0, return_inverse=True)
+    src = uniq[:, 0].astype(np.int64)  # sorted by source first
+    out_ptr = np.zeros(n_mov + 1, np.int64)
+    np.cumsum(np.bincount(src, minlength=n_mov), out=out_ptr[1:])
+    return _Links(out_ptr, uniq[:, 1].astype(np.int64), uniq[:, 2].copy(), feed_link.reshape(-1).astype(np.int64))
 
 
 class CyclicTotals(NamedTuple):
@@ -196,9 +222,61 @@ def _build_capacity(sat, starts, lens, levels, p, cap):
 
 
 @njit(cache=True)
-def _evaluate_one(net, plans, opts, k, dep, arr, cap, tmp, tot, mov, write_mov, rec_arr, rec_cap):
-    """Evaluate candidate k into tot[k] (and mov[k, :] when write_mov). dep (M, Pmax), arr/cap/tmp (Pmax,).
+def _green_end(starts, lens, p):
+    """A second at which the movement's longest window has just ended (where a queue is least likely), or 0."""
+    best = -1.0
+    r = 0
+    for w in range(starts.shape[0]):
+        if lens[w] > best and lens[w] < p:
+            best = lens[w]
+            r = int(np.ceil(starts[w] + lens[w])) % p
+    return r
 
+
+@njit(cache=True)
+def _periodic_queue(arr, cap, scale, p, r, out_dep):
+    """Periodic point queue of one movement; departures into out_dep. Returns (area, stopped, max queue).
+
+    One pass from an empty queue starting at second r. If the queue is empty again at the end, that pass is the
+    periodic solution; otherwise its end queue is the periodic queue at r (one period from empty reaches it, see
+    the module docstring) and a second pass from it is.
+    """
+    q0 = 0.0
+    area = 0.0
+    stopped = 0.0
+    q_max = 0.0
+    for _ in range(2):
+        q = q0
+        area = 0.0
+        stopped = 0.0
+        q_max = q0
+        t = r
+        for _i in range(p):
+            q, d, ar, st = _queue_second(q, scale * arr[t], cap[t])
+            area += ar
+            stopped += st
+            if q > q_max:
+                q_max = q
+            out_dep[t] = d
+            t += 1
+            if t == p:
+                t = 0
+        if q <= 0.0:
+            break
+        q0 = q
+    return area, stopped, q_max
+
+
+@njit(cache=True)
+def _evaluate_one(net, links, plans, opts, k, dep, disp, arr, cap, tmp, mcache, stamp, tot, mov, write_mov,
+                  rec_arr, rec_cap):
+    """Evaluate candidate k into tot[k] (and mov[k, :] when write_mov).
+
+    Scratch: dep (M, Pmax) departure profiles; disp (L, Pmax) dispersed profiles of the links; arr, cap, tmp
+    (Pmax,); mcache (M, 3) each movement's latest
+    (delay rate, stop rate, X); stamp (M, 2) int64: evaluation counter at which the movement's departures last
+    changed / at which it was last evaluated. A movement none of whose sources changed since its last evaluation
+    would give the same result again and is skipped (exactly).
     rec_arr, rec_cap: (M, Pmax) records of the (unscaled) arrival and capacity profiles, or (0, 0) for none.
     """
     n_mov = net.sat_veh_s.shape[0]
@@ -206,27 +284,40 @@ def _evaluate_one(net, plans, opts, k, dep, arr, cap, tmp, tot, mov, write_mov, 
     for m in range(n_mov):
         for t in range(p):
             dep[m, t] = 0.0
+        stamp[m, 0] = 0
+        stamp[m, 1] = -1
+    for li in range(disp.shape[0]):
+        for t in range(p):
+            disp[li, t] = 0.0
     has_feeds = net.in_ptr[n_mov] > 0
     max_sweeps = opts.max_sweeps if has_feeds else 1
     t_h = opts.period_h
     cap_floor = opts.min_capacity_veh_s * p
     sweeps_used = max_sweeps + 1
+    counter = 0
     for sweep in range(max_sweeps):
         change = 0.0
-        delay_total = 0.0
-        stops_total = 0.0
-        max_dos = 0.0
         for oi in range(n_mov):
             m = net.order[oi]
+            counter += 1
+            if stamp[m, 1] >= 0:
+                stale = False
+                for f in range(net.in_ptr[m], net.in_ptr[m + 1]):
+                    if stamp[net.in_src[f], 0] > stamp[m, 1]:
+                        stale = True
+                        break
+                if not stale:
+                    continue
+            stamp[m, 1] = counter
             # arrival profile: entries plus dispersed upstream departures
             e = net.entry_veh_s[m]
             for t in range(p):
                 arr[t] = e
             for f in range(net.in_ptr[m], net.in_ptr[m + 1]):
-                robertson(dep[net.in_src[f], :p], net.in_shift_s[f], net.in_keep[f], tmp[:p])
+                li = links.feed_link[f]
                 sh = net.in_share[f]
                 for t in range(p):
-                    arr[t] += sh * tmp[t]
+                    arr[t] += sh * disp[li, t]
             _build_capacity(
                 net.sat_veh_s[m], plans.win_start_s[k, m], plans.win_len_s[k, m], plans.win_level[k, m], p, cap
             )
@@ -243,25 +334,25 @@ def _evaluate_one(net, plans, opts, k, dep, arr, cap, tmp, tot, mov, write_mov, 
             x = a_sum / c_eff if a_sum > 0.0 else 0.0
             # above capacity the periodic part carries the capacity flow; the excess is the overflow term's
             scale = c_sum / a_sum if a_sum > c_sum else 1.0
-            # warm-up period from an empty queue: afterwards the queue is the periodic one (minimal one at X = 1)
-            q = 0.0
+            if a_sum > 0.0:
+                r = _green_end(plans.win_start_s[k, m], plans.win_len_s[k, m], p)
+                area, stopped, q_max = _periodic_queue(arr, cap, scale, p, r, tmp)
+            else:
+                area, stopped, q_max = 0.0, 0.0, 0.0
+                for t in range(p):
+                    tmp[t] = 0.0
+            moved = 0.0
             for t in range(p):
-                q = q + scale * arr[t] - cap[t]
-                if q < 0.0:
-                    q = 0.0
-            area = 0.0
-            stopped = 0.0
-            q_max = q
-            for t in range(p):
-                q, d, ar, st = _queue_second(q, scale * arr[t], cap[t])
-                area += ar
-                stopped += st
-                if q > q_max:
-                    q_max = q
-                diff = abs(d - dep[m, t])
-                if diff > change:
-                    change = diff
-                dep[m, t] = d
+                diff = abs(tmp[t] - dep[m, t])
+                if diff > moved:
+                    moved = diff
+                dep[m, t] = tmp[t]
+            if moved > 0.0:
+                stamp[m, 0] = counter
+                for li in range(links.out_ptr[m], links.out_ptr[m + 1]):
+                    robertson(dep[m, :p], links.shift_s[li], links.keep[li], disp[li, :p])
+            if moved > change:
+                change = moved
             # per-vehicle figures
             flow_h = a_sum / p * 3600.0
             capacity_h = c_eff / p * 3600.0
@@ -275,10 +366,9 @@ def _evaluate_one(net, plans, opts, k, dep, arr, cap, tmp, tot, mov, write_mov, 
             h = stopped / a_scaled if a_scaled > 0.0 else 0.0
             if scale < 1.0:
                 h = h * scale + (1.0 - scale)
-            delay_total += flow_h * (d1 + d2)
-            stops_total += flow_h * h
-            if x > max_dos:
-                max_dos = x
+            mcache[m, 0] = flow_h * (d1 + d2)
+            mcache[m, 1] = flow_h * h
+            mcache[m, 2] = x
             if write_mov:
                 mov.flow_veh_h[k, m] = flow_h
                 mov.capacity_veh_h[k, m] = capacity_h
@@ -288,28 +378,47 @@ def _evaluate_one(net, plans, opts, k, dep, arr, cap, tmp, tot, mov, write_mov, 
                 mov.stops_per_veh[k, m] = h
                 mov.max_queue_veh[k, m] = q_max
                 mov.overflow_queue_veh[k, m] = flow_h / 3600.0 * d2
-        tot.delay_veh_s_h[k] = delay_total
-        tot.stops_veh_h[k] = stops_total
-        tot.max_dos[k] = max_dos
         if not has_feeds or (sweep > 0 and change <= opts.tol_veh):
             sweeps_used = sweep + 1
             break
+    delay_total = 0.0
+    stops_total = 0.0
+    max_dos = 0.0
+    for m in range(n_mov):
+        delay_total += mcache[m, 0]
+        stops_total += mcache[m, 1]
+        if mcache[m, 2] > max_dos:
+            max_dos = mcache[m, 2]
+    tot.delay_veh_s_h[k] = delay_total
+    tot.stops_veh_h[k] = stops_total
+    tot.max_dos[k] = max_dos
     tot.sweeps[k] = sweeps_used
 
 
 @njit(cache=True, parallel=True)
-def _batch_kernel(net, plans, opts, chunk_ptr, dep, arr, cap, tmp, tot, mov, write_mov):
+def _batch_kernel(net, links, plans, opts, chunk_ptr, dep, disp, arr, cap, tmp, mcache, stamp, tot, mov, write_mov):
     """prange over thread chunks; chunk c evaluates candidates chunk_ptr[c]:chunk_ptr[c+1] with scratch row c."""
     n_chunks = chunk_ptr.shape[0] - 1
     no_rec = np.zeros((0, 0))
     for c in prange(n_chunks):
         for k in range(chunk_ptr[c], chunk_ptr[c + 1]):
-            _evaluate_one(net, plans, opts, k, dep[c], arr[c], cap[c], tmp[c], tot, mov, write_mov, no_rec, no_rec)
+            _evaluate_one(net, links, plans, opts, k, dep[c], disp[c], arr[c], cap[c], tmp[c], mcache[c], stamp[c],
+                          tot, mov, write_mov, no_rec, no_rec)
 
 
 @njit(cache=True)
-def _profiles_kernel(net, plans, opts, k, dep, arr, cap, tmp, tot, mov, rec_arr, rec_cap):
-    _evaluate_one(net, plans, opts, k, dep, arr, cap, tmp, tot, mov, True, rec_arr, rec_cap)
+def _serial_kernel(net, links, plans, opts, dep, disp, arr, cap, tmp, mcache, stamp, tot, mov, write_mov):
+    """All candidates in this thread (no parallel region: a single chunk pays no thread start-up)."""
+    no_rec = np.zeros((0, 0))
+    for k in range(plans.period_s.shape[0]):
+        _evaluate_one(net, links, plans, opts, k, dep[0], disp[0], arr[0], cap[0], tmp[0], mcache[0], stamp[0], tot,
+                      mov, write_mov, no_rec, no_rec)
+
+
+@njit(cache=True)
+def _profiles_kernel(net, links, plans, opts, k, dep, disp, arr, cap, tmp, mcache, stamp, tot, mov, rec_arr, rec_cap):
+    _evaluate_one(net, links, plans, opts, k, dep, disp, arr, cap, tmp, mcache, stamp, tot, mov, True, rec_arr,
+                  rec_cap)
 
 
 def _check(net: CyclicNet, plans: CyclicPlans) -> tuple[int, int]:
@@ -369,8 +478,8 @@ def evaluate_batch(
 ) -> tuple[CyclicTotals, CyclicMovementOut]:
     """Evaluate K candidate plans. Returns totals (K,) and per-movement results (K, M) (or (0, M) arrays).
 
-    ``n_threads``: thread chunks (default: numba's current thread count); scratch memory is
-    n_threads * M * max(P) floats whatever K is.
+    ``n_threads``: thread chunks (default: numba's current thread count, at most K); one chunk runs without a
+    parallel region. Scratch memory is n_threads * (M + L) * max(P) floats (L <= number of feeds) whatever K is.
     """
     net, plans, opts = _normalise(net, plans, opts)
     k, n_mov = _check(net, plans)
@@ -381,9 +490,17 @@ def evaluate_batch(
     arr = np.zeros((n_thr, p_max))
     cap = np.zeros((n_thr, p_max))
     tmp = np.zeros((n_thr, p_max))
+    mcache = np.zeros((n_thr, n_mov, 3))
+    stamp = np.zeros((n_thr, n_mov, 2), np.int64)
+    links = _links(net)
+    disp = np.zeros((n_thr, links.shift_s.shape[0], p_max))
     tot = CyclicTotals(np.zeros(k), np.zeros(k), np.zeros(k), np.zeros(k, np.int64))
     mov = allocate_movement_out(k if per_movement else 0, n_mov)
-    _batch_kernel(net, plans, opts, chunk_ptr, dep, arr, cap, tmp, tot, mov, per_movement)
+    if n_thr == 1:
+        _serial_kernel(net, links, plans, opts, dep, disp, arr, cap, tmp, mcache, stamp, tot, mov, per_movement)
+    else:
+        _batch_kernel(net, links, plans, opts, chunk_ptr, dep, disp, arr, cap, tmp, mcache, stamp, tot, mov,
+                      per_movement)
     return tot, mov
 
 
@@ -404,5 +521,8 @@ def evaluate_profiles(
     rec_cap = np.zeros((n_mov, p))
     tot = CyclicTotals(np.zeros(n_k), np.zeros(n_k), np.zeros(n_k), np.zeros(n_k, np.int64))
     mov = allocate_movement_out(n_k, n_mov)
-    _profiles_kernel(net, plans, opts, k, dep, np.zeros(p), np.zeros(p), np.zeros(p), tot, mov, rec_arr, rec_cap)
+    links = _links(net)
+    _profiles_kernel(net, links, plans, opts, k, dep, np.zeros((links.shift_s.shape[0], p)), np.zeros(p),
+                     np.zeros(p), np.zeros(p), np.zeros((n_mov, 3)), np.zeros((n_mov, 2), np.int64), tot, mov,
+                     rec_arr, rec_cap)
     return rec_arr, rec_cap, dep

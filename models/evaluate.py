@@ -62,7 +62,7 @@ class ModelParams:
     overflow_ki: float = 0.5
     min_capacity_veh_h: float = 1.0
     max_sweeps: int = 50
-    tol_veh: float = 1e-6
+    tol_veh: float = 1e-4
     max_period_s: int = 3600
     queue_storage: bool = True
     queue_travel_factor: float = 1.0

@@ -219,31 +219,44 @@ def _run_kernel(net, dem, level, state, kpi, n_steps, n_appr):
              np.zeros(n_appr), np.zeros(n_mov), np.zeros(n_mov), np.zeros(n_mov))
 
 
+@njit(cache=True)
+def _serial_batch_kernel(net, dem, levels, state0, kpi, n_steps, th_q, th_b, th_ring, th_transit, th_t):
+    """All candidates in this thread (no parallel region)."""
+    _chunk(net, dem, levels, state0, kpi, n_steps, 0, levels.shape[0], 0, th_q, th_b, th_ring, th_transit, th_t)
+
+
 @njit(cache=True, parallel=True)
 def _batch_kernel(net, dem, levels, state0, kpi, n_steps, chunk_ptr, th_q, th_b, th_ring, th_transit, th_t):
     """prange over thread chunks; every candidate starts from state0 in its thread's state buffers."""
-    n_mov = net.sat_veh_s.shape[0]
-    n_appr = net.storage_veh.shape[0]
     n_chunks = chunk_ptr.shape[0] - 1
     for c in prange(n_chunks):
-        occ = np.zeros(n_appr)
-        space = np.zeros(n_appr)
-        req = np.zeros(n_appr)
-        phi = np.zeros(n_appr)
-        a_in = np.zeros(n_mov)
-        ent = np.zeros(n_mov)
-        send = np.zeros(n_mov)
-        for k in range(chunk_ptr[c], chunk_ptr[c + 1]):
-            th_q[c, :] = state0.queue_veh
-            th_b[c, :] = state0.backlog_veh
-            th_ring[c, :, :] = state0.ring_veh
-            th_transit[c, :] = state0.transit_veh
-            th_t[c, 0] = state0.t[0]
-            st = QueueState(th_t[c], th_q[c], th_b[c], th_ring[c], th_transit[c])
-            kk = QueueKpis(kpi.delay_veh_s[k], kpi.backlog_delay_veh_s[k], kpi.stops_veh[k], kpi.arrivals_veh[k],
-                           kpi.departures_veh[k], kpi.entered_veh[k], kpi.exited_veh[k], kpi.max_queue_veh[k],
-                           kpi.blocked_s[k])
-            _advance(net, dem, levels[k], st, kk, n_steps, occ, space, req, phi, a_in, ent, send)
+        _chunk(net, dem, levels, state0, kpi, n_steps, chunk_ptr[c], chunk_ptr[c + 1], c, th_q, th_b, th_ring,
+               th_transit, th_t)
+
+
+@njit(cache=True)
+def _chunk(net, dem, levels, state0, kpi, n_steps, k0, k1, c, th_q, th_b, th_ring, th_transit, th_t):
+    """Candidates k0:k1, each from state0, in the state buffers of thread chunk c."""
+    n_mov = net.sat_veh_s.shape[0]
+    n_appr = net.storage_veh.shape[0]
+    occ = np.zeros(n_appr)
+    space = np.zeros(n_appr)
+    req = np.zeros(n_appr)
+    phi = np.zeros(n_appr)
+    a_in = np.zeros(n_mov)
+    ent = np.zeros(n_mov)
+    send = np.zeros(n_mov)
+    for k in range(k0, k1):
+        th_q[c, :] = state0.queue_veh
+        th_b[c, :] = state0.backlog_veh
+        th_ring[c, :, :] = state0.ring_veh
+        th_transit[c, :] = state0.transit_veh
+        th_t[c, 0] = state0.t[0]
+        st = QueueState(th_t[c], th_q[c], th_b[c], th_ring[c], th_transit[c])
+        kk = QueueKpis(kpi.delay_veh_s[k], kpi.backlog_delay_veh_s[k], kpi.stops_veh[k], kpi.arrivals_veh[k],
+                       kpi.departures_veh[k], kpi.entered_veh[k], kpi.exited_veh[k], kpi.max_queue_veh[k],
+                       kpi.blocked_s[k])
+        _advance(net, dem, levels[k], st, kk, n_steps, occ, space, req, phi, a_in, ent, send)
 
 
 def _normalise(net: QueueNet, dem: QueueDemand) -> tuple[QueueNet, QueueDemand]:
@@ -338,7 +351,10 @@ def run_batch(
     chunk_ptr = np.linspace(0, k, n_thr + 1).round().astype(np.int64)
     kpi = allocate_kpis(k, n_mov)
     r = state.ring_veh.shape[1]
-    _batch_kernel(net, dem, levels, state, kpi, int(n_steps), chunk_ptr, np.zeros((n_thr, n_mov)),
-                  np.zeros((n_thr, n_mov)), np.zeros((n_thr, n_mov, r)), np.zeros((n_thr, n_mov)),
-                  np.zeros((n_thr, 1), np.int64))
+    bufs = (np.zeros((n_thr, n_mov)), np.zeros((n_thr, n_mov)), np.zeros((n_thr, n_mov, r)), np.zeros((n_thr, n_mov)),
+            np.zeros((n_thr, 1), np.int64))
+    if n_thr == 1:
+        _serial_batch_kernel(net, dem, levels, state, kpi, int(n_steps), *bufs)
+    else:
+        _batch_kernel(net, dem, levels, state, kpi, int(n_steps), chunk_ptr, *bufs)
     return kpi
