@@ -326,10 +326,9 @@ class ControllerAgent:
             self._valid_memo[msg.ref.sha256] = errs
         if errs:
             return plan, errs
-        if self.runner.reachable(plan, key=msg.ref.sha256) is None:
+        if self.runner.reachable(plan) is None:
             return plan, [f"no safe transition from the running plan ({self._key_name(self.runner.key)}) into it"]
-        if find_transition(plan, self.cfg.fallback, self.cfg.spec, cache=self.cache, old_key=msg.ref.sha256,
-                           new_key=FALLBACK_KEY) is None:
+        if find_transition(plan, self.cfg.fallback, self.cfg.spec, cache=self.cache) is None:
             return plan, ["no safe transition from it back to the fallback plan"]
         return plan, []
 
@@ -410,10 +409,10 @@ class ControllerAgent:
     def _on_switch(self, sw: Switch) -> None:
         if isinstance(sw.to_key, PlanRef):
             if self.state.accepted is not None and sw.to_key == self.state.accepted.ref:
-                self._applied(sw.to_key, sw.t_s)
+                self._applied(sw.to_key, sw.t_s)  # the ACK carries the new running plan and mode
         elif sw.to_key == FALLBACK_KEY:
             log.info("%s: fallback plan running from t=%d s", self.id, sw.t_s)
-        self._status()
+            self._status()
 
     # ------------------------------------------------------------------ lease
     def _renew_lease(self) -> None:

@@ -64,23 +64,32 @@ def transition_errors(old: SignalPlan, exit_phase: int, new: SignalPlan, entry_p
 
 
 class TransitionCache:
-    """Memo of transition_errors() verdicts keyed by (old key, new key, exit, entry); bounded."""
+    """Memo of transition_errors() verdicts keyed by plan contents (old plan, exit, new plan, entry); bounded.
+
+    Plans are frozen structs compared by value, so the same two plans hit the memo whatever sequence numbers they
+    travelled under. One cache serves one spec (it is cleared if used with another spec object)."""
 
     def __init__(self, max_entries: int = 8192):
         self._safe: dict[tuple, bool] = {}
         self._max = max_entries
+        self._spec: SignalSpec | None = None
+        self.hits = 0
+        self.misses = 0
 
-    def safe(self, old: SignalPlan, old_key: Hashable, k: int, new: SignalPlan, new_key: Hashable, j: int,
-             spec: SignalSpec) -> bool:
-        key = (old_key, new_key, k, j)
-        hit = self._safe.get(key) if old_key is not None and new_key is not None else None
+    def safe(self, old: SignalPlan, k: int, new: SignalPlan, j: int, spec: SignalSpec) -> bool:
+        if spec is not self._spec:
+            self._safe.clear()
+            self._spec = spec
+        key = (old, k, new, j)
+        hit = self._safe.get(key)
         if hit is not None:
+            self.hits += 1
             return hit
+        self.misses += 1
         ok = not transition_errors(old, k, new, j, spec)
-        if old_key is not None and new_key is not None:
-            if len(self._safe) >= self._max:
-                self._safe.clear()
-            self._safe[key] = ok
+        if len(self._safe) >= self._max:
+            self._safe.clear()
+        self._safe[key] = ok
         return ok
 
 
@@ -105,15 +114,15 @@ def entry_candidates(old: SignalPlan, k: int, new: SignalPlan, t_s: int | None =
     return sorted(range(len(new.phases)), key=rank)
 
 
-def find_transition(old: SignalPlan, new: SignalPlan, spec: SignalSpec, *, cache: TransitionCache | None = None,
-                    old_key: Hashable = None, new_key: Hashable = None) -> tuple[int, int] | None:
+def find_transition(old: SignalPlan, new: SignalPlan, spec: SignalSpec, *,
+                    cache: TransitionCache | None = None) -> tuple[int, int] | None:
     """Some safe (exit phase of old, entry phase of new), or None when ``new`` cannot be reached from ``old``."""
-    cache = cache or TransitionCache()
+    cache = cache if cache is not None else TransitionCache()
     for k, ph in enumerate(old.phases):
         if not _is_green(ph):
             continue
         for j in entry_candidates(old, k, new):
-            if cache.safe(old, old_key, k, new, new_key, j, spec):
+            if cache.safe(old, k, new, j, spec):
                 return (k, j)
     return None
 
@@ -134,7 +143,7 @@ class PlanRunner:
         if plan.cycle_s <= 0 or not plan.phases:
             raise ValueError(f"{plan.signal_id}: cannot run a plan without phases")
         self.spec = spec
-        self.cache = cache or TransitionCache()
+        self.cache = cache if cache is not None else TransitionCache()
         self._pending: _Pending | None = None
         self._enter(plan, key, t_s, None)
 
@@ -186,9 +195,9 @@ class PlanRunner:
     def cancel(self) -> None:
         self._pending = None
 
-    def reachable(self, plan: SignalPlan, key: Hashable = None) -> tuple[int, int] | None:
+    def reachable(self, plan: SignalPlan) -> tuple[int, int] | None:
         """Some safe (exit, entry) pair from the running plan into ``plan``, or None."""
-        return find_transition(self.plan, plan, self.spec, cache=self.cache, old_key=self.key, new_key=key)
+        return find_transition(self.plan, plan, self.spec, cache=self.cache)
 
     # ------------------------------------------------------------------ time
     def step(self) -> Switch | None:
@@ -206,7 +215,7 @@ class PlanRunner:
             if (not pend.wait_cycle and self.t_s >= pend.not_before_s and self._dwell_s >= self.plan.cycle_s
                     and _is_green(self.plan.phases[k])):
                 for j in entry_candidates(self.plan, k, pend.plan, self.t_s):
-                    if self.cache.safe(self.plan, self.key, k, pend.plan, pend.key, j, self.spec):
+                    if self.cache.safe(self.plan, k, pend.plan, j, self.spec):
                         sw = Switch(self.t_s, self.key, pend.key, k, j)
                         self._pending = None
                         self._enter(pend.plan, pend.key, self.t_s, j)
@@ -216,7 +225,8 @@ class PlanRunner:
         return None
 
     def advance_to(self, t_s: int, max_steps: int = 86400) -> list[Switch]:
-        """Step until ``t_s``; beyond ``max_steps`` the runner restarts the plan fresh at ``t_s`` (a long stall)."""
+        """Step until ``t_s`` (the same as calling :meth:`step` repeatedly; seconds inside a phase are skipped in one
+        go). Beyond ``max_steps`` the runner restarts the plan fresh at ``t_s`` (a long stall)."""
         out: list[Switch] = []
         if t_s - self.t_s > max_steps:
             pend = self._pending
@@ -224,6 +234,11 @@ class PlanRunner:
             self._pending = pend
             return out
         while self.t_s < t_s:
+            skip = min(self._durations[self.phase] - self.elapsed_s, t_s - self.t_s) - 1
+            if skip > 0:  # seconds that cannot end the phase
+                self.t_s += skip
+                self.elapsed_s += skip
+                self._dwell_s += skip
             sw = self.step()
             if sw is not None:
                 out.append(sw)

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controllers.config import spec_from_fallback
-from controllers.signal import PlanRunner, entry_candidates, find_transition, transition_errors
+from controllers.signal import PlanRunner, TransitionCache, entry_candidates, find_transition, transition_errors
 from engine.plan import Phase, SignalPlan, phase_kind
 from engine.safety import SignalSpec, check_plan, expand
 from tests.test_controllers_support import four_phase
@@ -108,7 +108,7 @@ def test_plan_with_no_safe_entry_is_unreachable():
     assert check_plan(p, spec) == [] and check_plan(q, spec) == []
     assert find_transition(p, q, spec) is None
     r = PlanRunner(p, spec, 0, key="p")
-    assert r.reachable(q, key="q") is None
+    assert r.reachable(q) is None
     r.request(q, key="q")
     _, sw = run_trace(r, 200)
     assert sw == [] and r.key == "p"
@@ -180,3 +180,34 @@ def test_advance_to_restarts_after_a_long_stall():
 def test_runner_refuses_empty_plan():
     with pytest.raises(ValueError):
         PlanRunner(SignalPlan("J1", 0, 0, ()), SPEC, 0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(g=st.tuples(greens, greens, greens, greens), t_req=st.integers(0, 100),
+       jumps=st.lists(st.integers(1, 90), min_size=1, max_size=30))
+def test_advance_to_equals_stepping(g, t_req, jumps):
+    p, q = four_phase("J1", g[0], g[1]), four_phase("J1", g[2], g[3], 11)
+    a, b = PlanRunner(p, SPEC, 0, key="p"), PlanRunner(p, SPEC, 0, key="p")
+    t, sw_a, sw_b = 0, [], []
+    for dt in jumps:
+        if t <= t_req < t + dt:
+            a.request(q, key="q")
+            b.request(q, key="q")
+        t += dt
+        sw_a += a.advance_to(t)
+        while b.t_s < t:
+            s = b.step()
+            if s is not None:
+                sw_b.append(s)
+        assert (a.key, a.phase, a.elapsed_s, a.program_s, a.state) == (b.key, b.phase, b.elapsed_s, b.program_s,
+                                                                        b.state)
+    assert sw_a == sw_b
+
+
+def test_transition_cache_is_keyed_by_plan_contents():
+    cache = TransitionCache()
+    p, q = four_phase("J1", 20, 20), four_phase("J1", 30, 12)
+    assert find_transition(p, q, SPEC, cache=cache) is not None
+    misses = cache.misses
+    assert find_transition(four_phase("J1", 20, 20), four_phase("J1", 30, 12), SPEC, cache=cache) is not None
+    assert cache.misses == misses and cache.hits >= 1
