@@ -1,0 +1,121 @@
+"""`gronvag optimise SCENARIO --out DIR [options]`: optimise cycles, splits and offsets and write the plan.
+
+    gronvag optimise stockholm-corridor --out out/corridor --time-limit 30 --seed 1
+    gronvag optimise ../shared/scenarios/cologne3 --out out/c3 --cycle-min 50 --cycle-max 100 --pin 360082:0=30
+
+Arguments are parsed here into :class:`OptimiseOptions`; errors the user can fix (unknown scenario or signal, a
+request no timing can meet) end as one line on stderr and exit code 2, with no output written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+
+from engine.errors import GronvagError
+from engine.optimise.instance import DEFAULT_STOP_COST_S, OptimiseOptions, Pin
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="gronvag optimise",
+        description="Optimise cycle, splits and offsets of a scenario's signals (CP-SAT, then a local search on the "
+                    "cyclic flow profile model) and write the plan: plan.json, plan.add.xml (SUMO), summary.md.")
+    ap.add_argument("scenario", help="a .sumocfg, a folder holding one, a .net.xml (with --routes) or a bundled name")
+    ap.add_argument("--out", required=True, help="output folder (new, empty, or an earlier optimise output)")
+    ap.add_argument("--time-limit", type=float, default=30.0, help="optimisation wall time, s (default 30)")
+    ap.add_argument("--seed", type=int, default=1, help="random seed: same seed, same plan (default 1)")
+    ap.add_argument("--workers", type=int, default=2, help="CP-SAT worker threads (default 2)")
+    ap.add_argument("--signals", help="comma-separated traffic light ids to optimise (default: all)")
+    ap.add_argument("--stop-cost", type=float, default=DEFAULT_STOP_COST_S,
+                    help=f"seconds of delay one stop costs (default {DEFAULT_STOP_COST_S:g}: its fuel and CO2)")
+    ap.add_argument("--cycle-min", type=int, default=40, help="shortest cycle, s (default 40)")
+    ap.add_argument("--cycle-max", type=int, default=120, help="longest cycle, s (default 120)")
+    ap.add_argument("--max-dos", type=float, default=0.90,
+                    help="degree-of-saturation cap, hard wherever a timing can meet it (default 0.90)")
+    ap.add_argument("--pin", action="append", default=[], metavar="SIGNAL:PHASE=SECONDS",
+                    help="fix a phase duration (0-based phase index of the program); repeatable")
+    ap.add_argument("--program-id", default="gronvag-opt", help="programID of the new SUMO programs")
+    ap.add_argument("--coord-travel-max", type=float, default=120.0,
+                    help="signals linked by traffic within this free-flow travel time share a cycle (s)")
+    ap.add_argument("--search-rounds", type=int, default=400, help="local-search rounds at most (default 400)")
+    ap.add_argument("--no-search", action="store_true", help="CP-SAT only, no local search")
+    ap.add_argument("--routes", nargs="+", help="route / trip / flow files (override the configuration's)")
+    ap.add_argument("--begin", type=float, help="window start, s (default: the configuration's)")
+    ap.add_argument("--end", type=float, help="window end, s (default: the configuration's)")
+    ap.add_argument("--bin", type=float, default=900.0, help="demand time-bin width, s (default 900)")
+    ap.add_argument("--quiet", action="store_true", help="no progress display")
+    return ap
+
+
+def options_from_args(args) -> OptimiseOptions:
+    signals = tuple(s.strip() for s in args.signals.split(",") if s.strip()) if args.signals else None
+    opts = OptimiseOptions(
+        time_limit_s=args.time_limit, seed=args.seed, workers=args.workers, stop_cost_s=args.stop_cost,
+        cycle_min_s=args.cycle_min, cycle_max_s=args.cycle_max, max_dos=args.max_dos, signals=signals,
+        pins=tuple(Pin.parse(p) for p in args.pin), program_id=args.program_id,
+        coord_travel_max_s=args.coord_travel_max, search=not args.no_search, search_rounds=args.search_rounds)
+    opts.check()
+    return opts
+
+
+class _RichReporter:
+    def __init__(self, progress, task, t0: float):
+        self.progress = progress
+        self.task = task
+        self.t0 = t0
+
+    def stage(self, text: str) -> None:
+        self.progress.update(self.task, description=text, completed=time.perf_counter() - self.t0)
+
+    def objective(self, value: float) -> None:
+        self.progress.update(self.task, obj=f"objective {value:,.0f}", completed=time.perf_counter() - self.t0)
+
+
+def run(args, argv: list[str]) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from engine.optimise.instance import build_instance
+    from engine.optimise.output import build_summary, output_files, write_outputs
+    from engine.optimise.run import Reporter, optimise
+    from sim.scenario import compile_scenario
+
+    opts = options_from_args(args)
+    console = Console(stderr=True)
+    comp = compile_scenario(args.scenario, routes=args.routes, bin_s=args.bin, begin_s=args.begin, end_s=args.end)
+    inst = build_instance(comp.net, comp.demand, opts, scenario=comp.scenario.name)
+    t0 = time.perf_counter()
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                        TextColumn("{task.fields[obj]}"), console=console, disable=args.quiet, transient=True)
+    with progress:
+        task = progress.add_task("optimising", total=opts.time_limit_s, obj="")
+        res = optimise(inst, _RichReporter(progress, task, t0) if not args.quiet else Reporter())
+    command = "gronvag optimise " + " ".join(shlex.quote(a) for a in argv)
+    summary = build_summary(inst, res.solution, res.outcomes, res.current, res.optimised, command)
+    out = write_outputs(args.out, output_files(inst, res.solution, summary))
+    cur, new = summary["predicted"]["current"], summary["predicted"]["optimised"]
+    if not args.quiet:
+        console.print(f"[bold]{comp.scenario.name}[/bold]: {len(inst.signals)} signals in {len(inst.groups)} "
+                      f"group(s), {summary['wall_s']} s")
+        console.print(f"predicted objective {cur['objective']:,.0f} -> {new['objective']:,.0f}; mean delay "
+                      f"{cur['mean_delay_s']:.1f} -> {new['mean_delay_s']:.1f} s/veh; stops/veh "
+                      f"{cur['stops_per_veh']:.2f} -> {new['stops_per_veh']:.2f}")
+    print(out)
+    return 0
+
+
+def optimise_main(argv: list[str]) -> int:
+    """Entry point of `gronvag optimise`: returns the exit code (2 with one line on stderr for user errors)."""
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    try:
+        return run(args, list(argv))
+    except GronvagError as exc:
+        print(f"gronvag: error: {exc}", file=sys.stderr)
+        return 2
+
+
+__all__ = ["build_parser", "optimise_main", "options_from_args"]

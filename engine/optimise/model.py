@@ -1,0 +1,270 @@
+"""CP-SAT models of one coordination group, in integer seconds (Instance / Model / Solution, ../shared/STYLE.md).
+
+:class:`SplitModel` chooses every member's phase durations at a given common cycle C:
+
+    d_p fixed (transitions, pins) or lo_p <= d_p <= hi_p, sum_p d_p = C                (each signal, C fixed)
+    lo_k <= sum_{p in S_k} d_p <= hi_k                      (minimum greens, maximum greens, all-red clearances)
+    E_m = floor(coef_m . d + const_m)                       (capacity-green of movement m, level-weighted seconds)
+    cost_m = table_m[E_m]             (AddElement; closed-form delay + k stops, :func:`tables.split_cost_table`)
+    coef_m . d + const_m >= q_m C / (s_m x_max)     for every movement m with demand (X cap), at every signal where
+                                                    :class:`CapOracle` finds the cap attainable at C
+    minimise  sum_m cost_m
+
+The cycle is chosen outside, by scanning candidate cycles (one model each: the joint model with the cycle as a
+decision multiplies every table by the number of cycles and CP-SAT's element encoding with it). :class:`OffsetModel`
+then fixes cycle and splits and chooses the offsets:
+
+    0 <= o_s < C; e_ij = o_i - o_j + C w_ij in [0, C), w_ij in {0, 1}     (modular offset difference per link)
+    cost_ij = table_ij[e_ij]                (AddElement; cyclic-model offset-difference table, tables.offset_tables)
+    minimise sum over linked pairs of cost_ij; one reference signal keeps its offset (only differences matter)
+
+Both take hints (warm start: the current plan) and solve deterministically for a seed: ``random_seed``, a fixed
+worker count with ``interleave_search`` and a deterministic-time budget; the wall-clock limit is only a cap.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from ortools.sat.python import cp_model
+
+from engine.optimise.tables import split_cost_table
+
+SCALE = 100  # capacity-green coefficients in hundredths of a second
+
+
+@dataclass(frozen=True)
+class SolveParams:
+    time_limit_s: float
+    workers: int = 2
+    seed: int = 1
+    log: bool = False
+
+
+def make_solver(p: SolveParams) -> cp_model.CpSolver:
+    solver = cp_model.CpSolver()
+    prm = solver.parameters
+    prm.num_workers = max(1, int(p.workers))
+    prm.random_seed = int(p.seed)
+    prm.max_time_in_seconds = max(0.05, float(p.time_limit_s))
+    # deterministic: stop on deterministic time (about seconds of work), interleave the workers' searches
+    prm.max_deterministic_time = max(0.05, float(p.time_limit_s))
+    if prm.num_workers > 1:
+        prm.interleave_search = True
+    prm.log_search_progress = bool(p.log)
+    return solver
+
+
+@dataclass
+class SplitSolution:
+    cycle_s: int
+    durations: list[np.ndarray]  # per member signal, int64 (n_phases,)
+    objective: float
+    bound: float
+    status: str
+    wall_s: float
+
+
+class _Progress(cp_model.CpSolverSolutionCallback):
+    def __init__(self, on_solution):
+        super().__init__()
+        self.on_solution = on_solution
+
+    def on_solution_callback(self) -> None:
+        if self.on_solution is not None:
+            self.on_solution(self.ObjectiveValue(), self.BestObjectiveBound())
+
+
+def _expr_int(coef: np.ndarray) -> np.ndarray:
+    return np.rint(np.asarray(coef) * SCALE).astype(np.int64)
+
+
+class SplitModel:
+    """Splits of one group at a fixed cycle (see module docstring). ``signals``: SignalInstance list; ``caps``: per
+    signal, the X cap to enforce (None: not attainable there, not enforced)."""
+
+    def __init__(self, signals, cycle_s: int, *, period_h: float, stop_cost_s: float, caps: list[float | None],
+                 hint: list[np.ndarray] | None = None):
+        self.signals = list(signals)
+        self.cycle_s = c = int(cycle_s)
+        m = self.model = cp_model.CpModel()
+        self.d: list[list] = []
+        costs = []
+        self.n_tables = 0
+        self.table_entries = 0
+        for sig, cap in zip(self.signals, caps, strict=True):
+            d = []
+            for p in range(sig.n_phases):
+                lo, hi = int(sig.lo_s[p]), int(min(sig.hi_s[p], c))
+                d.append(m.NewIntVar(lo, max(lo, hi), f"{sig.signal_id}_d{p}") if lo != hi else lo)
+            self.d.append(d)
+            m.Add(sum(d) == c)
+            for cons in sig.sums:
+                e = sum(d[p] for p in cons.phases)
+                if cons.lo:
+                    m.Add(e >= cons.lo)
+                if cons.hi:
+                    m.Add(e <= cons.hi)
+            lo_v = np.array([int(sig.lo_s[p]) for p in range(sig.n_phases)])
+            hi_v = np.array([int(min(sig.hi_s[p], c)) for p in range(sig.n_phases)])
+            for i in range(sig.movements.size):
+                q = float(sig.mov_flow_veh_h[i])
+                coef = sig.mov_coef[i]
+                if q <= 0 or not coef.any():
+                    continue
+                ci = _expr_int(coef)
+                const = int(round(float(sig.mov_const[i]) * SCALE))
+                cap_expr = sum(int(ci[p]) * d[p] for p in range(sig.n_phases) if ci[p]) + const
+                if cap is not None:
+                    m.Add(cap_expr >= int(math.ceil(SCALE * q * c / (sig.mov_sat_veh_h[i] * cap))))
+                e_lo = max(0, int(math.floor((ci @ lo_v + const) / SCALE)))
+                e_hi = max(e_lo, int(math.floor((ci @ hi_v + const) / SCALE)))
+                e_var = m.NewIntVar(e_lo, e_hi, f"{sig.signal_id}_E{i}")
+                m.Add(SCALE * e_var <= cap_expr)
+                m.Add(cap_expr <= SCALE * e_var + SCALE - 1)
+                grid = np.arange(e_lo, e_hi + 1, dtype=np.float64)
+                table = split_cost_table(q, float(sig.mov_sat_veh_h[i]), c, grid, period_h, stop_cost_s)
+                table = np.rint(table).astype(np.int64)
+                cost = m.NewIntVar(int(table.min()), int(table.max()), f"{sig.signal_id}_cost{i}")
+                m.AddElement(e_var - e_lo, table.tolist(), cost)
+                costs.append(cost)
+                self.n_tables += 1
+                self.table_entries += table.size
+        m.Minimize(sum(costs) if costs else 0)
+        if hint is not None:
+            self._hint(hint)
+
+    def _hint(self, hint: list[np.ndarray]) -> None:
+        for d, h in zip(self.d, hint, strict=True):
+            for var, v in zip(d, h, strict=True):
+                if not isinstance(var, int):
+                    self.model.AddHint(var, int(v))
+
+    def fix(self, durations: list[np.ndarray]) -> None:
+        """Constrain the model to the given durations (used to test that the current plan is feasible)."""
+        for d, h in zip(self.d, durations, strict=True):
+            for var, v in zip(d, h, strict=True):
+                if not isinstance(var, int):
+                    self.model.Add(var == int(v))
+                elif var != int(v):
+                    self.model.AddBoolOr([])  # a fixed phase differs: infeasible
+
+    def solve(self, params: SolveParams, on_solution=None) -> SplitSolution:
+        solver = make_solver(params)
+        t0 = time.perf_counter()
+        status = solver.Solve(self.model, _Progress(on_solution))
+        wall = time.perf_counter() - t0
+        name = solver.StatusName(status)
+        if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            return SplitSolution(self.cycle_s, [], math.inf, math.inf, name, wall)
+        durs = [np.array([v if isinstance(v, int) else solver.Value(v) for v in d], np.int64) for d in self.d]
+        return SplitSolution(self.cycle_s, durs, solver.ObjectiveValue(), solver.BestObjectiveBound(), name, wall)
+
+
+class CapOracle:
+    """Whether the X cap is attainable at a signal for a cycle: some timing meets every hard constraint and
+    X <= max_dos on every movement with demand (capacity-green >= q C / (s max_dos)). Cached per (signal, cycle).
+
+    A quick sufficient test first (the current splits stretched to the cycle), then a one-signal CP-SAT model.
+    """
+
+    def __init__(self, signals, max_dos: float):
+        self.signals = list(signals)
+        self.max_dos = float(max_dos)
+        self._cache: dict[tuple[int, int], bool] = {}
+        self.solves = 0
+
+    def attainable(self, s: int, cycle_s: int) -> bool:
+        key = (s, int(cycle_s))
+        if key not in self._cache:
+            self._cache[key] = self._check(self.signals[s], int(cycle_s))
+        return self._cache[key]
+
+    def cap(self, s: int, cycle_s: int) -> float | None:
+        return self.max_dos if self.attainable(s, cycle_s) else None
+
+    def _check(self, sig, c: int) -> bool:
+        from engine.optimise.search import stretch
+
+        if not sig.cycle_lo_s <= c <= sig.cycle_hi_s:
+            return False
+        d = stretch(sig, sig.base_s.copy(), c, None)
+        if d is not None and sig.feasible(d[None], self.max_dos)[0]:
+            return True
+        self.solves += 1
+        m = cp_model.CpModel()
+        d = [m.NewIntVar(int(sig.lo_s[p]), int(max(sig.lo_s[p], min(sig.hi_s[p], c))), f"d{p}")
+             for p in range(sig.n_phases)]
+        m.Add(sum(d) == c)
+        for cons in sig.sums:
+            e = sum(d[p] for p in cons.phases)
+            if cons.lo:
+                m.Add(e >= cons.lo)
+            if cons.hi:
+                m.Add(e <= cons.hi)
+        for i in range(sig.movements.size):
+            q = float(sig.mov_flow_veh_h[i])
+            ci = _expr_int(sig.mov_coef[i])
+            if q <= 0 or not ci.any():
+                continue
+            const = int(round(float(sig.mov_const[i]) * SCALE))
+            m.Add(sum(int(ci[p]) * d[p] for p in range(sig.n_phases) if ci[p]) + const
+                  >= int(math.ceil(SCALE * q * c / (sig.mov_sat_veh_h[i] * self.max_dos))))
+        solver = cp_model.CpSolver()
+        solver.parameters.num_workers = 1
+        solver.parameters.max_time_in_seconds = 5.0
+        return solver.Solve(m) in (cp_model.OPTIMAL, cp_model.FEASIBLE)
+
+
+@dataclass
+class OffsetSolution:
+    offsets: np.ndarray  # int64 (n_signals,)
+    objective: float
+    bound: float
+    status: str
+    wall_s: float
+
+
+class OffsetModel:
+    """Offsets of one group at a fixed cycle and fixed splits (see module docstring).
+
+    ``pairs``: list of (i, j, table) with table float (C,) the cost as a function of (o_i - o_j) mod C.
+    ``hint``: int offsets (n_signals,); ``ref``: the signal whose offset stays at its hint.
+    """
+
+    def __init__(self, n_signals: int, cycle_s: int, pairs, hint: np.ndarray, ref: int = 0):
+        m = self.model = cp_model.CpModel()
+        c = int(cycle_s)
+        self.cycle_s = c
+        self.o = [m.NewIntVar(0, c - 1, f"o{s}") for s in range(n_signals)]
+        hint = np.mod(np.asarray(hint, np.int64), c)
+        m.Add(self.o[ref] == int(hint[ref]))
+        costs = []
+        for i, j, table in pairs:
+            t = np.rint(np.asarray(table, np.float64) - np.min(table)).astype(np.int64)
+            if t.max() <= 0:
+                continue
+            e = m.NewIntVar(0, c - 1, f"e{i}_{j}")
+            w = m.NewBoolVar(f"w{i}_{j}")
+            m.Add(e == self.o[i] - self.o[j] + c * w)
+            cost = m.NewIntVar(0, int(t.max()), f"cost{i}_{j}")
+            m.AddElement(e, t.tolist(), cost)
+            costs.append(cost)
+        self.n_pairs = len(costs)
+        m.Minimize(sum(costs) if costs else 0)
+        for s, var in enumerate(self.o):
+            m.AddHint(var, int(hint[s]))
+
+    def solve(self, params: SolveParams, on_solution=None) -> OffsetSolution:
+        solver = make_solver(params)
+        t0 = time.perf_counter()
+        status = solver.Solve(self.model, _Progress(on_solution))
+        wall = time.perf_counter() - t0
+        name = solver.StatusName(status)
+        if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            return OffsetSolution(np.zeros(len(self.o), np.int64), math.inf, math.inf, name, wall)
+        return OffsetSolution(np.array([solver.Value(v) for v in self.o], np.int64), solver.ObjectiveValue(),
+                              solver.BestObjectiveBound(), name, wall)
