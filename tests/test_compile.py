@@ -94,8 +94,9 @@ def test_begin_is_honoured(compiled_shared):
 def test_demand_matches_sumo_stop_line_counts(name, compiled_shared, tmp_path):
     """Compiled stop-line arrivals per approach agree with the vehicles SUMO counts leaving each approach edge.
 
-    Tolerance: network total within 5 %, approaches with >= 100 vehicles within 12 % (SUMO vehicles reach the stop
-    line later than at free flow, so a few arrivals near the end of the window fall outside it).
+    Tolerance: network total within 2 %, approaches with >= 100 vehicles within 6 % (measured: grid4x4 +0.9 % and at
+    most 2.9 %, cologne3 +1.1 % and at most 3.3 %; SUMO's vehicles reach the stop line later than at free flow, so a
+    few arrivals near the end of the window fall outside it).
     """
     from sim.sumo import binary
 
@@ -116,11 +117,11 @@ def test_demand_matches_sumo_stop_line_counts(name, compiled_shared, tmp_path):
     model = np.zeros(net.n_approaches)
     np.add.at(model, net.mov_approach, per_mov)
     sumo_counts = np.array([left.get(net.appr_edge[a], 0.0) for a in range(net.n_approaches)])
-    assert abs(model.sum() - sumo_counts.sum()) <= 0.05 * sumo_counts.sum()
+    assert abs(model.sum() - sumo_counts.sum()) <= 0.02 * sumo_counts.sum()
     big = sumo_counts >= 100
     assert big.any()
     rel = np.abs(model[big] - sumo_counts[big]) / sumo_counts[big]
-    assert rel.max() <= 0.12, dict(zip(np.array(net.appr_edge)[big], rel.round(3), strict=True))
+    assert rel.max() <= 0.06, dict(zip(np.array(net.appr_edge)[big], rel.round(3), strict=True))
 
 
 def test_shared_absent_skips_cleanly(monkeypatch, tmp_path):
