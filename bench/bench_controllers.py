@@ -59,8 +59,9 @@ def _agent_worker(ids: list[str], keys_dir: str, endpoint: str, state_dir: str, 
     """One agent process: hosts ``ids`` until ``stop`` is set, then sends back what each agent applied."""
     import zmq
 
-    from controllers.agent import AgentConfig, AgentHost, ControllerAgent, DayClock
+    from controllers.agent import AgentConfig, ControllerAgent, DayClock
     from controllers.config import spec_from_fallback
+    from controllers.host import AgentHost
     from controllers.security import ENGINE_ID, load_keypair
     from controllers.state import StateDB
 

@@ -12,14 +12,14 @@ Rules:
   plan, reports ``fallback`` mode and raises the ``LEASE_EXPIRED`` alarm; only a fresh PLAN (newer seq) brings
   central control back.
 
-:class:`ControllerAgent` is event-driven (no threads of its own); :class:`AgentHost` polls many agents in one thread,
-so a process can host one controller (``gronvag controller``) or hundreds (the benchmark).
+:class:`ControllerAgent` is event-driven (no threads of its own); :class:`controllers.host.AgentHost` runs one or many
+agents in one thread, so a process can host one controller (``gronvag controller``) or hundreds (a gateway, the
+benchmark).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable, Hashable
@@ -111,6 +111,8 @@ class ControllerAgent:
     def _start_runner(self) -> None:
         st = self.state
         st.boots += 1
+        # a rejection is answered again only within one boot: the local configuration may have changed since
+        st.rejected, st.rejected_reason = None, ""
         t0 = int(self.cfg.clock())
         now = time.time()
         central: SignalPlan | None = None
@@ -256,16 +258,17 @@ class ControllerAgent:
                        "HANDSHAKE_FAILED_NO_DETAIL"):
             self.connected = False
 
-    def on_readable(self, sock: zmq.Socket, limit: int = 100) -> None:
-        if self.monitor is not None and sock is self.monitor.sock:
-            self.monitor.drain()
-            return
+    def on_readable(self, limit: int = 100) -> bool:
+        """Handle up to ``limit`` waiting messages; True if more may be waiting."""
+        if self.sock is None:
+            return False
         for _ in range(limit):
             try:
                 frames = self.sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
-                return
+                return False
             self.handle(frames)
+        return True
 
     def handle(self, frames: list[bytes]) -> None:
         """Process one received message (all frames). Never raises for bad input: logs it and answers ERROR."""
@@ -458,77 +461,3 @@ class ControllerAgent:
                 self._hello()
             if now - self._last_status > self.cfg.status_interval_s:
                 self._status()
-
-
-class AgentHost:
-    """Runs any number of agents in one thread: one poller over their sockets and monitors, a common tick.
-
-    Agents whose store is the host's shared :class:`StateDB` are group-committed: per loop iteration the host handles
-    the received messages and the ticks, commits all state changes in one transaction, then sends the answers."""
-
-    def __init__(self, agents: list[ControllerAgent], tick_s: float = 0.02, db: StateDB | None = None):
-        self.agents = agents
-        self.tick_s = tick_s
-        self.db = db
-        self._poller = zmq.Poller()
-        self._owner: dict[zmq.Socket, ControllerAgent] = {}
-        self._touched: list[ControllerAgent] = []
-
-    def start(self) -> None:
-        for a in self.agents:
-            if self.db is not None and a.store.db is self.db:
-                a.defer_sends(self._touched.append)
-            if a.sock is None:
-                a.start()
-            self._owner[a.sock] = a
-            self._owner[a.monitor.sock] = a
-            self._poller.register(a.sock, zmq.POLLIN)
-            self._poller.register(a.monitor.sock, zmq.POLLIN)
-
-    def run(self, stop: threading.Event, until: float | None = None) -> None:
-        if not self._owner:
-            self.start()
-        next_tick = 0.0
-        while not stop.is_set() and (until is None or time.monotonic() < until):
-            self.poll_once(max(0.0, next_tick - time.monotonic()))
-            now = time.monotonic()
-            if now >= next_tick:
-                for a in self.agents:
-                    try:
-                        a.tick(now)
-                    except Exception:  # noqa: BLE001 - one agent's bug must not stop the others
-                        log.exception("%s: tick failed", a.id)
-                next_tick = now + self.tick_s
-            self.commit_and_flush()
-
-    def commit_and_flush(self) -> None:
-        """Make the staged states durable, then send what the agents said meanwhile."""
-        if self.db is not None:
-            self.db.commit()
-        touched = self._touched[:]
-        self._touched.clear()
-        for a in touched:
-            a.flush()
-
-    def poll_once(self, timeout_s: float) -> None:
-        for sock, _ in self._poller.poll(int(timeout_s * 1000)):
-            agent = self._owner[sock]
-            try:
-                agent.on_readable(sock)
-            except Exception:  # noqa: BLE001 - log and keep serving the other controllers
-                log.exception("%s: message handling failed", agent.id)
-
-    def close(self) -> None:
-        try:
-            self.commit_and_flush()
-        except Exception:  # noqa: BLE001 - closing anyway
-            log.exception("agent host: final commit failed")
-        for a in self.agents:
-            if a.sock is not None:
-                try:
-                    self._poller.unregister(a.sock)
-                    self._poller.unregister(a.monitor.sock)
-                except KeyError:
-                    pass
-            a.close()
-        self._owner.clear()

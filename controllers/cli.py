@@ -17,9 +17,10 @@ from pathlib import Path
 
 import zmq
 
-from controllers.agent import AgentConfig, AgentHost, ControllerAgent, DayClock
+from controllers.agent import AgentConfig, ControllerAgent, DayClock
 from controllers.config import check_fallback, load_fallback, load_spec, spec_from_fallback
 from controllers.engine import Engine, EngineConfig, PlanFileSource
+from controllers.host import AgentHost
 from controllers.security import ENGINE_ID, check_id, create_keypair, list_keys, load_keypair
 from controllers.state import StateDB
 from controllers.wire import Activation
@@ -42,8 +43,9 @@ def _stop_on_signals() -> threading.Event:
     def handler(signum, frame):  # noqa: ARG001
         stop.set()
 
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
     return stop
 
 

@@ -427,6 +427,13 @@ class Engine:
         if msg.boot_id != peer.boot_id:
             log.info("%s: hello (boot %s, mode %s, last accepted %s)", peer.cid, msg.boot_id[:8], msg.mode,
                      wire.ref_or_none(msg.last_accepted))
+            d = peer.desired
+            if d is not None and d.status == "rejected" and peer.boot_id:
+                # the controller restarted, perhaps with a corrected configuration: offer the plan once more
+                log.info("%s: offering the rejected plan %d/%d again after the controller's restart", peer.cid,
+                         d.epoch, d.seq)
+                d.status = "issued"
+                peer.tries = 0
         peer.boot_id = msg.boot_id
         self._note(peer, msg.mode, msg.last_accepted, msg.running)
         self._send(peer, wire.Welcome(epoch=self.epoch, heartbeat_s=self.cfg.heartbeat_s, server_time=time.time()))

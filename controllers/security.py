@@ -109,15 +109,22 @@ def load_allow_list(allow_dir: str | Path, exclude: tuple[str, ...] = (ENGINE_ID
 
 
 class _AllowList:
-    """ZAP credentials provider: a key is allowed iff it is in the current map."""
+    """ZAP credentials provider: a key is allowed iff it is in the current map. Refusals are logged once per key per
+    minute (a refused client keeps reconnecting)."""
 
     def __init__(self, keys: dict[bytes, str]):
         self.keys = keys
+        self._logged: dict[bytes, float] = {}
 
     def callback(self, domain: str, key: bytes) -> bool:
         ok = key in self.keys
         if not ok:
-            log.warning("ZAP: refused CURVE key %s (not in the allow-list)", key.decode("ascii", "replace"))
+            now = time.monotonic()
+            if now - self._logged.get(key, -1e9) > 60.0:
+                if len(self._logged) > 10000:
+                    self._logged.clear()
+                self._logged[key] = now
+                log.warning("ZAP: refused CURVE key %s (not in the allow-list)", key.decode("ascii", "replace"))
         return ok
 
 

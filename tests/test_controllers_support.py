@@ -19,9 +19,10 @@ from pathlib import Path
 
 import zmq
 
-from controllers.agent import AgentConfig, AgentHost, ControllerAgent, DayClock
+from controllers.agent import AgentConfig, ControllerAgent, DayClock
 from controllers.config import spec_from_fallback
 from controllers.engine import Engine, EngineConfig
+from controllers.host import AgentHost
 from controllers.security import ENGINE_ID, create_keypair, load_keypair
 from controllers.state import StateDB
 from controllers.wire import Activation

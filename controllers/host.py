@@ -1,0 +1,105 @@
+"""Run one or many controller agents in one thread (a controller process, or a gateway serving many controllers)."""
+
+from __future__ import annotations
+
+import logging
+import selectors
+import threading
+import time
+
+import zmq
+
+from controllers.agent import ControllerAgent
+from controllers.state import StateDB
+
+log = logging.getLogger(__name__)
+
+
+class AgentHost:
+    """Runs any number of agents in one thread: one selector over their sockets, a common tick.
+
+    The selector watches each DEALER's ``zmq.FD`` (cost per wake-up independent of the number of agents). That file
+    descriptor only says "look at the socket": the host then drains it until EAGAIN; as ZeroMQ documents, a send can
+    consume the notification, so after sending the host checks ``EVENTS`` itself, and every tick drains each socket
+    once more, which bounds any lost wake-up to ``tick_s``. Monitor sockets are drained on the tick.
+
+    Agents whose store is the host's shared :class:`StateDB` are group-committed: per loop iteration the host handles
+    the received messages and the ticks, commits all state changes in one transaction, then sends the answers."""
+
+    def __init__(self, agents: list[ControllerAgent], tick_s: float = 0.02, db: StateDB | None = None):
+        self.agents = agents
+        self.tick_s = tick_s
+        self.db = db
+        self._sel: selectors.BaseSelector | None = None
+        self._touched: list[ControllerAgent] = []
+        self._more: list[ControllerAgent] = []
+
+    def start(self) -> None:
+        self._sel = selectors.DefaultSelector()
+        for a in self.agents:
+            if self.db is not None and a.store.db is self.db:
+                a.defer_sends(self._touched.append)
+            if a.sock is None:
+                a.start()
+            self._sel.register(a.sock.getsockopt(zmq.FD), selectors.EVENT_READ, a)
+
+    def run(self, stop: threading.Event, until: float | None = None) -> None:
+        if self._sel is None:
+            self.start()
+        # every agent is ticked once per tick_s, a slice at a time, so that messages never wait for a whole round
+        n = len(self.agents)
+        slices = max(1, min(n, 10))
+        per = -(-n // slices)
+        slice_s = self.tick_s / slices
+        idx = 0
+        next_slice = 0.0
+        while not stop.is_set() and (until is None or time.monotonic() < until):
+            self.poll_once(0.0 if self._more else max(0.0, next_slice - time.monotonic()))
+            now = time.monotonic()
+            if now >= next_slice:
+                for a in self.agents[idx: idx + per]:
+                    self._guard(a, a.monitor.drain)
+                    self._guard(a, lambda a=a: a.on_readable() and self._more.append(a))
+                    self._guard(a, lambda a=a, now=now: a.tick(now))
+                idx = 0 if idx + per >= n else idx + per
+                next_slice = now + slice_s
+            self.commit_and_flush()
+
+    @staticmethod
+    def _guard(agent: ControllerAgent, fn) -> None:
+        try:
+            fn()
+        except Exception:  # noqa: BLE001 - one agent's bug must not stop the others
+            log.exception("%s: agent failed", agent.id)
+
+    def commit_and_flush(self) -> None:
+        """Make the staged states durable, then send what the agents said meanwhile."""
+        if self.db is not None:
+            self.db.commit()
+        touched = self._touched[:]
+        self._touched.clear()
+        for a in touched:
+            a.flush()
+            if a.sock is not None and a.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                self._more.append(a)
+
+    def poll_once(self, timeout_s: float) -> None:
+        ready = [key.data for key, _ in self._sel.select(timeout_s)]
+        more, self._more = self._more, []
+        for agent in dict.fromkeys(ready + more):
+            try:
+                if agent.on_readable():
+                    self._more.append(agent)
+            except Exception:  # noqa: BLE001 - log and keep serving the other controllers
+                log.exception("%s: message handling failed", agent.id)
+
+    def close(self) -> None:
+        try:
+            self.commit_and_flush()
+        except Exception:  # noqa: BLE001 - closing anyway
+            log.exception("agent host: final commit failed")
+        if self._sel is not None:
+            self._sel.close()
+            self._sel = None
+        for a in self.agents:
+            a.close()
