@@ -128,12 +128,23 @@ class ControllerAgent:
                 self._alarms[LEASE_ALARM] = "lease expired while the controller was down"
         if central is not None:
             ref = st.accepted.ref
-            self.runner = PlanRunner(central, self.cfg.spec, t0, key=ref, cache=self.cache)
             self._lease_deadline = time.monotonic() + (st.lease_expires_unix - now)
             if st.accepted_status == "applied":
+                self.runner = PlanRunner(central, self.cfg.spec, t0, key=ref, cache=self.cache)
                 log.info("%s: resumed plan %s (lease %.1f s left)", self.id, ref.short(), st.lease_expires_unix - now)
                 self.store.save(st)
+                return
+            # accepted before the restart, never applied: start on the fallback plan and switch as planned; if no
+            # safe switch from the fallback exists, power-up is the safe point
+            fallback_runner = PlanRunner(self.cfg.fallback, self.cfg.spec, t0, key=FALLBACK_KEY, cache=self.cache)
+            if fallback_runner.reachable(central) is not None:
+                self.runner = fallback_runner
+                act = st.accepted.activation
+                self.runner.request(central, key=ref, activation=act.kind, at_s=act.at_s)
+                log.info("%s: plan %s accepted before the restart; switching to it as planned", self.id, ref.short())
+                self.store.save(st)
             else:
+                self.runner = PlanRunner(central, self.cfg.spec, t0, key=ref, cache=self.cache)
                 self._applied(ref, t0, resumed=True)
         else:
             st.mode = "fallback"

@@ -120,22 +120,25 @@ def test_controller_sigkill_resumes_its_plan_or_falls_back_after_the_lease(tmp_p
                 p.stop()
 
 
-def test_plan_accepted_before_a_crash_is_applied_once_on_restart(tmp_path):
-    h = Harness(tmp_path, ("c1",))
+def test_plan_accepted_before_a_crash_is_applied_once_after_restart(tmp_path):
+    h = Harness(tmp_path, ("c1",), scale=200.0)
     try:
         a = ControllerAgent(h.agent_config("c1"), h.agent_ctx)
         sent: list = []
         a._send = lambda msg, keep=False: sent.append(msg) or True
         body = encode_plan(four_phase("c1", 30, 15))
         ref = PlanRef(epoch=9, seq=1, sha256=wire.plan_digest(body))
-        a.handle(wire.encode(PlanMsg(msg_id="m1", controller_id="c1", ref=ref, activation=Activation(kind="at",
-                                                                                                     at_s=1e6),
-                                     lease_s=60.0, plan=body)))
+        a.handle(wire.encode(PlanMsg(msg_id="m1", controller_id="c1", ref=ref,
+                                     activation=Activation(kind="at", at_s=300.0), lease_s=60.0, plan=body)))
         assert sent[0].status == "accepted" and a.running_ref is None
         a.close()  # "crash" before the activation point
-        b = ControllerAgent(h.agent_config("c1"), h.agent_ctx)
-        assert b.running_ref == ref and [r for r, _ in b.applied_log] == [ref]
+        b = ControllerAgent(h.agent_config("c1"), h.agent_ctx)  # the signal clock starts again at 0
+        b._send = lambda msg, keep=False: sent.append(msg) or True
+        assert b.mode == "central" and b.running_ref is None and b.runner.pending_key == ref
+        wait_for(lambda: b.tick() or b.running_ref == ref, 10, what="switch after restart")
+        assert b.runner.t_s >= 300 and [r for r, _ in b.applied_log] == [ref]
         assert b.store.load().accepted_status == "applied"
+        assert [m.status for m in sent if isinstance(m, wire.Ack)] == ["accepted", "applied"]
         b.close()
         c = ControllerAgent(h.agent_config("c1"), h.agent_ctx)  # and again: resumed, not applied twice
         assert c.running_ref == ref and c.applied_log == []
