@@ -90,7 +90,7 @@ def _agent_worker(ids: list[str], keys_dir: str, endpoint: str, state_dir: str, 
         host.close()
         result = {a.id: {"applied": [(r.epoch, r.seq) for r, _ in a.applied_log], "counts": dict(a.counts),
                          "state_writes": a.store.writes} for a in agents}
-        result["_host"] = {"commits": db.commits}
+        result["_host"] = {"commits": db.commits, "cpu_s": time.process_time()}
         db.close()
         conn.send(result)
         conn.close()
@@ -239,7 +239,9 @@ def run(smoke: bool = False, n: int | None = None, procs: int | None = None,
         driver.idle.clear()
         if first:
             driver.issue(first)
+        cpu0 = time.process_time()
         sat_acked, sat_wall = loop_for(phase_s, None)
+        engine_cpu_sat = time.process_time() - cpu0
         lat_sat = driver.latencies
         driver.closed_loop = False
 
@@ -261,10 +263,13 @@ def run(smoke: bool = False, n: int | None = None, procs: int | None = None,
         stop.set()
         results: dict = {}
         host_commits = 0
+        agents_cpu_s = 0.0
         for c in conns:
             if c.poll(30):
                 part = c.recv()
-                host_commits += part.pop("_host")["commits"]
+                host = part.pop("_host")
+                host_commits += host["commits"]
+                agents_cpu_s += host["cpu_s"]
                 results.update(part)
         for p in workers:
             p.join(timeout=15)
@@ -291,6 +296,9 @@ def run(smoke: bool = False, n: int | None = None, procs: int | None = None,
             **{f"paced_{int(r)}_publish_to_ack_p99_ms": _pct(v[2], 99) for r, v in paced.items()},
             "saturation_acked_plans_s": round(sat_acked / sat_wall, 1),
             "saturation_latency_p50_ms": _pct(lat_sat, 50), "saturation_latency_p99_ms": _pct(lat_sat, 99),
+            "engine_cpu_ms_per_plan_at_saturation": round(1000 * engine_cpu_sat / max(sat_acked, 1), 3),
+            "agents_cpu_s_total": round(agents_cpu_s, 1),
+            "agents_cpu_ms_per_acked_plan_incl_idle": round(1000 * agents_cpu_s / max(driver.acked, 1), 3),
             "plans_issued": driver.issued, "plans_issued_in_store": issued_store,
             "plans_acked": driver.acked, "plans_rejected": driver.rejected,
             "plans_lost_unacked": unacked, "plans_accepted_by_agents": agent_accepted,
