@@ -140,7 +140,9 @@ def evaluate(scenario: str, controllers: list[str], seeds: list[int], out: Path,
                 bar.advance(task)
         else:
             n = jobs or min(len(jobs_list), os.cpu_count() or 1)
-            with ProcessPoolExecutor(max_workers=n, mp_context=get_context("spawn"), max_tasks_per_child=8) as ex:
+            # one SUMO per process at a time; libsumo restarts cleanly in the same process. (No max_tasks_per_child:
+            # replacing workers can hang the executor on Python 3.11.)
+            with ProcessPoolExecutor(max_workers=n, mp_context=get_context("spawn")) as ex:
                 futs = [ex.submit(run_job, j) for j in jobs_list]
                 for f in as_completed(futs):
                     records.append(f.result())
