@@ -404,6 +404,11 @@ class ControllerAgent:
     def _request(self, plan: SignalPlan, ref: PlanRef, act: Activation) -> None:
         if self.runner.key == ref:
             return
+        if isinstance(self.runner.key, PlanRef) and self.runner.plan == plan:
+            # the running central plan again under a newer (epoch, seq): nothing to switch, it is applied as it stands
+            self.runner.relabel(ref)
+            self._applied(ref, self.runner.t_s)
+            return
         self.runner.request(plan, key=ref, activation=act.kind, at_s=act.at_s)
 
     def _applied(self, ref: PlanRef, t_s: int, resumed: bool = False) -> None:

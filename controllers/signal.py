@@ -195,6 +195,11 @@ class PlanRunner:
     def cancel(self) -> None:
         self._pending = None
 
+    def relabel(self, key: Hashable) -> None:
+        """Give the running plan a new key (the same plan re-issued under a new identity): no switch needed."""
+        self.key = key
+        self._pending = None
+
     def reachable(self, plan: SignalPlan) -> tuple[int, int] | None:
         """Some safe (exit, entry) pair from the running plan into ``plan``, or None."""
         return find_transition(self.plan, plan, self.spec, cache=self.cache)

@@ -254,3 +254,16 @@ def _try_send(sock, frames) -> bool:
         pass
     time.sleep(0.05)
     return True
+
+
+def test_same_plan_under_a_newer_seq_is_adopted_without_a_switch(tmp_path):
+    with Harness(tmp_path, ("c1",)) as h:
+        h.start_engine()
+        h.start_agents()
+        (ref,) = h.publish(four_phase("c1", 30, 15))
+        _applied_ref(h, "c1", ref)
+        a = h.agents["c1"]
+        (again,) = h.publish(four_phase("c1", 30, 15), force=True)
+        assert again.sha256 == ref.sha256 and again.seq == ref.seq + 1
+        _applied_ref(h, "c1", again)
+        assert h.applied("c1") == [ref, again] and a.mode == "central"
