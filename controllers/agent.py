@@ -214,16 +214,19 @@ class ControllerAgent:
     def _send_now(self, msg: wire.Message, keep: bool) -> bool:
         if self.sock is None:
             if keep:
-                self._unsent.append(msg)
+                self._keep(msg)
             return False
         try:
             self.sock.send_multipart(wire.encode(msg), flags=zmq.NOBLOCK)
             return True
         except zmq.Again:
             if keep:
-                self._unsent.append(msg)
+                self._keep(msg)
             log.debug("%s: engine not connected; %s not sent", self.id, type(msg).__name__)
             return False
+
+    def _keep(self, msg: wire.Message) -> None:
+        self._unsent = (self._unsent + [msg])[-32:]  # resent after the next WELCOME; bounded
 
     def _ack(self, msg: PlanMsg, status: str, reason: str = "", ref: PlanRef | None = None, *,
              keep: bool = False) -> None:

@@ -19,7 +19,7 @@ import zmq
 
 from controllers.agent import AgentConfig, ControllerAgent, DayClock
 from controllers.config import check_fallback, load_fallback, load_spec, spec_from_fallback
-from controllers.engine import Engine, EngineConfig, PlanFileSource
+from controllers.engine import AllowListWatcher, Engine, EngineConfig, PlanFileSource
 from controllers.host import AgentHost
 from controllers.security import ENGINE_ID, check_id, create_keypair, list_keys, load_keypair
 from controllers.state import StateDB
@@ -116,6 +116,7 @@ def _serve(args_in) -> int:
         source = PlanFileSource(a.plan, activation=a.activate, lease_s=a.lease)
         source(engine)
         engine.timers.append((1.0, source))
+        engine.timers.append((5.0, AllowListWatcher(cfg.allow_dir)))
         engine.run(stop, until=None if a.duration is None else time.monotonic() + a.duration)
     finally:
         engine.close()

@@ -117,6 +117,7 @@ class Engine:
         self._timer_due: list[float] = []
         self.counts: dict[str, int] = {}
         self.auth: ControllerAuthenticator | None = None
+        self._allowed_ids: set[str] = set()
         self.sock: zmq.Socket | None = None
         self.monitor: MonitorLog | None = None
         self.port: int | None = None
@@ -127,6 +128,7 @@ class Engine:
         allow = self.cfg.allow if self.cfg.allow is not None else load_allow_list(self.cfg.allow_dir)
         if not allow:
             log.warning("the allow-list is empty: no controller can connect")
+        self._allowed_ids = set(allow.values())
         self.auth = ControllerAuthenticator(self.ctx, allow)
         self.auth.start()
         s = self.ctx.socket(zmq.ROUTER)
@@ -161,7 +163,13 @@ class Engine:
         return f"{host}:{self.port}"
 
     def reload_allow_list(self) -> int:
+        """Re-read the allow-list. New keys may connect from now on; messages from controllers whose key was removed
+        are dropped at once (ZAP itself is only asked at the next handshake)."""
         allow = load_allow_list(self.cfg.allow_dir) if self.cfg.allow_dir else dict(self.cfg.allow or {})
+        revoked = self._allowed_ids - set(allow.values())
+        if revoked:
+            log.warning("allow-list: %d controller(s) removed: %s", len(revoked), ", ".join(sorted(revoked)[:20]))
+        self._allowed_ids = set(allow.values())
         if self.auth is not None:
             self.auth.update(allow)
         return len(allow)
@@ -368,6 +376,10 @@ class Engine:
             if user:
                 self._send_raw(rid, wire.Error(code="IDENTITY", text="routing id does not match the key's id"))
             return
+        if cid not in self._allowed_ids:
+            self.counts["revoked"] = self.counts.get("revoked", 0) + 1
+            log.warning("%s: message dropped: the controller's key is no longer on the allow-list", cid)
+            return
         parts = [f.bytes for f in frames[1:]]
         peer = self.peers.get(cid) or self.peers.setdefault(cid, Peer(cid))
         try:
@@ -481,6 +493,8 @@ class Engine:
     def _on_ack(self, peer: Peer, ack: Ack, now: float) -> None:
         key = (ack.ref.epoch, ack.ref.seq, ack.status)
         peer.acks[key] = peer.acks.get(key, 0) + 1
+        if len(peer.acks) > 256:  # a bounded recent history (tests and diagnostics)
+            del peer.acks[next(iter(peer.acks))]
         self.counts["ack_" + ack.status] = self.counts.get("ack_" + ack.status, 0) + 1
         self._note(peer, ack.mode, ack.last_accepted, ack.running)
         want = peer.desired_ref
@@ -561,3 +575,28 @@ class PlanFileSource:
             return
         refs = engine.publish(ps.plans, activation=self.activation, lease_s=self.lease_s)
         log.info("plan file %s: %d plans, %d new or changed", self.path, len(ps.plans), len(refs))
+
+
+class AllowListWatcher:
+    """Reloads the engine's allow-list when the directory's listing or any key file changes (an engine timer)."""
+
+    def __init__(self, allow_dir: str | Path):
+        self.dir = Path(allow_dir)
+        self._stamp = self._scan()
+
+    def _scan(self) -> tuple:
+        try:
+            return tuple(sorted((p.name, p.stat().st_mtime_ns) for p in self.dir.glob("*.key")))
+        except OSError:
+            return ()
+
+    def __call__(self, engine: Engine) -> None:
+        stamp = self._scan()
+        if stamp != self._stamp:
+            self._stamp = stamp
+            try:
+                n = engine.reload_allow_list()
+            except GronvagError as exc:
+                log.error("allow-list not reloaded: %s", exc)
+                return
+            log.info("allow-list reloaded: %d controllers", n)

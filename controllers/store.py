@@ -16,6 +16,8 @@ from pathlib import Path
 
 from engine.errors import GronvagError
 
+ISSUED_KEPT = 1000
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS desired (
@@ -62,6 +64,9 @@ class EngineStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(_SCHEMA)
+        # the log of issued plans keeps the latest ISSUED_KEPT per controller
+        self.db.execute("DELETE FROM issued WHERE seq <= (SELECT MAX(i.seq) FROM issued i WHERE "
+                        "i.controller_id = issued.controller_id) - ?", (ISSUED_KEPT,))
         self._pending_desired: dict[str, DesiredRow] = {}
         self._pending_status: list[tuple[str, str, str, str, int, int]] = []
         self.epoch = 0

@@ -267,3 +267,15 @@ def test_same_plan_under_a_newer_seq_is_adopted_without_a_switch(tmp_path):
         assert again.sha256 == ref.sha256 and again.seq == ref.seq + 1
         _applied_ref(h, "c1", again)
         assert h.applied("c1") == [ref, again] and a.mode == "central"
+
+
+def test_removed_key_is_refused_at_once(tmp_path, caplog):
+    caplog.set_level(logging.WARNING)
+    with Harness(tmp_path, ("c1",)) as h:
+        h.start_engine()
+        h.start_agents()
+        wait_for(lambda: h.agents["c1"].engine_epoch, 5, what="WELCOME")
+        (h.keys.allow / "c1.key").unlink()
+        assert h.engine.call(lambda e: e.reload_allow_list()) == 0
+        wait_for(lambda: engine_count(h, "revoked") >= 1, 5, what="messages of a revoked key dropped")
+        assert "no longer on the allow-list" in caplog.text

@@ -5,9 +5,14 @@ from __future__ import annotations
 import os
 import time
 
+import pytest
+
+from controllers import store as store_mod
 from controllers import wire
 from controllers.agent import ControllerAgent
+from controllers.store import DesiredRow, EngineStore
 from controllers.wire import Activation, PlanMsg, PlanRef
+from engine.errors import GronvagError
 from engine.plan import PlanSet, encode_plan, encode_planset
 from tests.test_controllers_support import Harness, Proc, four_phase, wait_for
 
@@ -145,3 +150,22 @@ def test_plan_accepted_before_a_crash_is_applied_once_after_restart(tmp_path):
         c.close()
     finally:
         h.agent_ctx.destroy(linger=0)
+
+
+def test_engine_store_epochs_and_issued_log(tmp_path, monkeypatch):
+    s = EngineStore(tmp_path)
+    e1 = s.begin_epoch({"scenario": "x"})
+    for seq in range(1, 8):
+        s.stage_desired(DesiredRow("c1", e1, seq, "ab" * 32, b"{}", "asap", 0.0, 30.0, "issued"))
+        s.commit()
+    s.stage_status("c1", e1, 7, "ab" * 32, "applied")
+    s.commit()
+    assert s.load_desired()["c1"].status == "applied" and s.last_seqs() == {"c1": 7}
+    s.close()
+    monkeypatch.setattr(store_mod, "ISSUED_KEPT", 3)
+    s2 = EngineStore(tmp_path)
+    assert s2.begin_epoch() > e1 and s2.get_meta("scenario") == "x"
+    assert s2.issued_count("c1") == 3 and s2.last_seqs() == {"c1": 7}
+    with pytest.raises(GronvagError, match="another engine"):
+        EngineStore(tmp_path)
+    s2.close()
