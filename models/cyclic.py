@@ -65,6 +65,8 @@ class CyclicNet(NamedTuple):
     in_shift_s: int64 (E,) delay-line shift, s (round(beta * travel time)).
     in_keep: float64 (E,) Robertson 1 - F (0: no dispersion, a pure delay line).
     order: int64 (M,) the order in which movements are evaluated in a sweep (upstream first converges fastest).
+    stop_penalty_s: float64 (M,) time lost per stop (deceleration and acceleration), added to the totals'
+        delay; None for none.
     """
 
     sat_veh_s: np.ndarray
@@ -75,6 +77,7 @@ class CyclicNet(NamedTuple):
     in_shift_s: np.ndarray
     in_keep: np.ndarray
     order: np.ndarray
+    stop_penalty_s: np.ndarray | None = None
 
 
 class CyclicPlans(NamedTuple):
@@ -99,6 +102,9 @@ class CyclicOptions(NamedTuple):
     max_sweeps: int  # sweeps over the movements before giving up on convergence
     tol_veh: float  # convergence: max change of any departure profile value, veh per second
     min_capacity_veh_s: float  # capacity floor for X and d2 (keeps zero-green penalties finite)
+    # d2 counts only the delay incurred within the period T (divided by X above capacity), as a simulation measured
+    # over the same window sees it, instead of HCM's delay until the overflow has cleared
+    overflow_in_window: bool = False
 
 
 class _Links(NamedTuple):
@@ -124,7 +130,8 @@ def _links(net: CyclicNet) -> _Links:
 class CyclicTotals(NamedTuple):
     """Per-candidate totals, float64 (K,) (sweeps: int64 (K,))."""
 
-    delay_veh_s_h: np.ndarray  # sum over movements of flow (veh/h) * (uniform + overflow delay) (s): veh-s per hour
+    delay_veh_s_h: np.ndarray  # sum over movements of flow (veh/h) * (uniform + overflow delay + stops * stop
+    # penalty) (s): veh-s per hour
     stops_veh_h: np.ndarray  # stops per hour
     max_dos: np.ndarray  # largest degree of saturation
     sweeps: np.ndarray  # sweeps used (max_sweeps + 1 when not converged)
@@ -361,12 +368,14 @@ def _evaluate_one(net, links, plans, opts, k, dep, disp, arr, cap, tmp, mcache, 
             if x > 0.0:
                 xm1 = x - 1.0
                 d2 = 900.0 * t_h * (xm1 + np.sqrt(xm1 * xm1 + 8.0 * opts.overflow_ki * x / (capacity_h * t_h)))
+                if opts.overflow_in_window and x > 1.0:
+                    d2 /= x
             else:
                 d2 = 0.0
             h = stopped / a_scaled if a_scaled > 0.0 else 0.0
             if scale < 1.0:
                 h = h * scale + (1.0 - scale)
-            mcache[m, 0] = flow_h * (d1 + d2)
+            mcache[m, 0] = flow_h * (d1 + d2 + h * net.stop_penalty_s[m])
             mcache[m, 1] = flow_h * h
             mcache[m, 2] = x
             if write_mov:
@@ -424,8 +433,8 @@ def _profiles_kernel(net, links, plans, opts, k, dep, disp, arr, cap, tmp, mcach
 def _check(net: CyclicNet, plans: CyclicPlans) -> tuple[int, int]:
     n_mov = net.sat_veh_s.shape[0]
     k = plans.period_s.shape[0]
-    if net.in_ptr.shape != (n_mov + 1,) or net.order.shape != (n_mov,):
-        raise ValueError("CyclicNet: in_ptr must have M+1 entries and order M")
+    if net.in_ptr.shape != (n_mov + 1,) or net.order.shape != (n_mov,) or net.stop_penalty_s.shape != (n_mov,):
+        raise ValueError("CyclicNet: in_ptr must have M+1 entries, order and stop_penalty_s M")
     if sorted(net.order.tolist()) != list(range(n_mov)):
         raise ValueError("CyclicNet: order must be a permutation of the movements")
     n_edges = int(net.in_ptr[-1])
@@ -454,6 +463,8 @@ def _normalise(net: CyclicNet, plans: CyclicPlans, opts: CyclicOptions):
         np.ascontiguousarray(net.in_shift_s, np.int64),
         np.ascontiguousarray(net.in_keep, np.float64),
         np.ascontiguousarray(net.order, np.int64),
+        np.zeros(net.sat_veh_s.shape[0]) if net.stop_penalty_s is None else
+        np.ascontiguousarray(net.stop_penalty_s, np.float64),
     )
     plans = CyclicPlans(
         np.ascontiguousarray(plans.period_s, np.int64),
@@ -463,7 +474,7 @@ def _normalise(net: CyclicNet, plans: CyclicPlans, opts: CyclicOptions):
     )
     opts = CyclicOptions(
         float(opts.period_h), float(opts.overflow_ki), int(opts.max_sweeps), float(opts.tol_veh),
-        float(opts.min_capacity_veh_s),
+        float(opts.min_capacity_veh_s), bool(opts.overflow_in_window),
     )
     return net, plans, opts
 

@@ -54,6 +54,17 @@ class ModelParams:
     overflow_ki: k I of the HCM incremental delay. min_capacity_veh_h: capacity floor for X and d2.
     max_sweeps, tol_veh: cyclic-model convergence. max_period_s: longest common period (LCM of cycles).
     queue_storage: finite approach storage (spillback) in the queue model; queue_travel_factor scales travel times.
+    overflow_in_window: the cyclic model's overflow delay counts only what is incurred within the demand window (as
+        a simulation over the window measures it) instead of HCM's delay until the overflow queue has cleared.
+    accel_m_s2, decel_m_s2: every stop costs v/2 (1/a + 1/b) s of extra time at the approach speed v (SUMO's
+        passenger-car defaults); stop_penalty False drops it.
+    base_loss_s: time loss per vehicle that no signal causes (departure acceleration, turns, car following), added
+        to the network mean only; 0 unless calibrated against a simulator.
+    sat_flow_scale: multiplies every saturation flow (a simulator's or a city's discharge rate vs the compiler's
+        1800 veh/h/lane base).
+    lane_split: "compiled" keeps the compiler's saturation flows (a lane shared by k movements gives each 1/k of
+        it); "demand" re-splits each approach's lanes over its movements in proportion to their demand / turn
+        factor, capped at the lanes each may use (HCM's shared-lane equilibrium: equal X on shared lanes).
     """
 
     levels: LevelParams = field(default_factory=LevelParams)
@@ -66,6 +77,13 @@ class ModelParams:
     max_period_s: int = 3600
     queue_storage: bool = True
     queue_travel_factor: float = 1.0
+    overflow_in_window: bool = True
+    stop_penalty: bool = True
+    accel_m_s2: float = 2.6
+    decel_m_s2: float = 4.5
+    base_loss_s: float = 0.0
+    sat_flow_scale: float = 1.0
+    lane_split: str = "demand"
 
 
 @dataclass(frozen=True, eq=False)
@@ -119,6 +137,7 @@ class Context:
     demand: Demand
     params: ModelParams
     entry_veh_h: np.ndarray  # (M,) window-mean entry flow
+    stop_penalty_s: np.ndarray  # (M,) time lost per stop
     cyclic_net: cyclic.CyclicNet
     cyclic_opts: cyclic.CyclicOptions
     queue_net: queue.QueueNet
@@ -183,11 +202,60 @@ def _sweep_order(n_mov: int, src: np.ndarray, dst: np.ndarray, weight: np.ndarra
     return np.array(order, np.int64)
 
 
+_TURN_FACTOR = {0: 1.0, 1: 0.90, 2: 0.85, 3: 0.40}  # straight, left (protected), right, U-turn
+_LANE_VEH_H = 1800.0
+
+
+def _lane_split_sat(net: Network, flow_veh_h: np.ndarray) -> np.ndarray:
+    """Saturation flows (veh/s) with each approach's lanes split over its movements in proportion to demand.
+
+    Lane-equivalents e_m of the approach's lanes, 0 <= e_m <= lanes m may use, sum = the approach's lanes, by water
+    filling on weights flow_m / turn factor (equal degree of saturation where lanes are shared); a movement without
+    demand keeps a tenth of a lane. Never-protected left turns keep the compiler's permissive factor.
+    """
+    sat = np.asarray(net.mov_sat_flow_veh_s, np.float64).copy()
+    turn_f = np.array([_TURN_FACTOR.get(int(t), 1.0) for t in net.mov_turn])
+    perm = (np.asarray(net.mov_turn) == 1) & ~np.asarray(net.mov_protected, bool)
+    turn_f[perm] = 0.5
+    for a in range(net.n_approaches):
+        ms = np.flatnonzero(net.mov_approach == a)
+        if ms.size == 0:
+            continue
+        cap_l = np.asarray(net.mov_n_lanes[ms], np.float64)
+        lanes = float(min(net.appr_n_lanes[a], cap_l.sum()))
+        w = np.maximum(flow_veh_h[ms], 1e-9) / turn_f[ms]
+        e = np.zeros(ms.size)
+        free = np.ones(ms.size, bool)
+        left = lanes
+        for _ in range(ms.size):  # water filling with caps
+            share = left * w[free] / w[free].sum()
+            over = share > cap_l[free]
+            if not over.any():
+                e[free] = share
+                break
+            idx = np.flatnonzero(free)[over]
+            e[idx] = cap_l[idx]
+            left -= cap_l[idx].sum()
+            free[idx] = False
+            if not free.any():
+                break
+        e = np.maximum(e, np.minimum(0.1, cap_l))
+        sat[ms] = e * _LANE_VEH_H * turn_f[ms] / 3600.0
+    return sat
+
+
 def _build_context(net: Network, demand: Demand, p: ModelParams) -> Context:
     n_mov = net.n_movements
     if demand.mov_arrival_veh_h.shape[1] != n_mov:
         raise ValueError(f"demand has {demand.mov_arrival_veh_h.shape[1]} movements, the network {n_mov}")
     entry_h = _window_mean(demand, demand.mov_entry_veh_h)
+    if p.lane_split == "demand":
+        sat = _lane_split_sat(net, _window_mean(demand, demand.mov_arrival_veh_h))
+    elif p.lane_split == "compiled":
+        sat = np.asarray(net.mov_sat_flow_veh_s, np.float64)
+    else:
+        raise ValueError(f"lane_split must be 'compiled' or 'demand', not {p.lane_split!r}")
+    sat = sat * p.sat_flow_scale
     fptr = np.asarray(demand.feed_ptr, np.int64)
     src = np.repeat(np.arange(n_mov), np.diff(fptr))
     dst = np.asarray(demand.feed_mov, np.int64)
@@ -200,23 +268,26 @@ def _build_context(net: Network, demand: Demand, p: ModelParams) -> Context:
     bt = p.travel_beta * travel[by_dst]
     keep = 1.0 - 1.0 / (1.0 + p.dispersion_alpha * bt)
     order = _sweep_order(n_mov, src, dst, _window_mean(demand, demand.mov_arrival_veh_h))
+    pen = np.zeros(n_mov)
+    if p.stop_penalty:
+        pen = np.asarray(net.mov_speed_m_s, np.float64) / 2.0 * (1.0 / p.accel_m_s2 + 1.0 / p.decel_m_s2)
     cnet = cyclic.CyclicNet(
-        np.asarray(net.mov_sat_flow_veh_s, np.float64), entry_h / 3600.0, in_ptr, src[by_dst], share[by_dst],
-        np.rint(bt).astype(np.int64), keep, order,
+        sat, entry_h / 3600.0, in_ptr, src[by_dst], share[by_dst],
+        np.rint(bt).astype(np.int64), keep, order, pen,
     )
     copts = cyclic.CyclicOptions(
         period_h=(demand.end_s - demand.begin_s) / 3600.0, overflow_ki=p.overflow_ki, max_sweeps=p.max_sweeps,
-        tol_veh=p.tol_veh, min_capacity_veh_s=p.min_capacity_veh_h / 3600.0,
+        tol_veh=p.tol_veh, min_capacity_veh_s=p.min_capacity_veh_h / 3600.0, overflow_in_window=p.overflow_in_window,
     )
     storage = np.asarray(net.appr_storage_veh, np.float64) if p.queue_storage else np.full(net.n_approaches, np.inf)
     qnet = queue.QueueNet(
-        np.asarray(net.mov_sat_flow_veh_s, np.float64), np.asarray(net.mov_approach, np.int64),
+        sat, np.asarray(net.mov_approach, np.int64),
         np.maximum(storage, 1.0), fptr, dst, share,
         np.maximum(1, np.rint(travel * p.queue_travel_factor)).astype(np.int64),
     )
     bin_steps = max(1, int(round(demand.bin_s)))
     qdem = queue.QueueDemand(np.asarray(demand.mov_entry_veh_h, np.float64) / 3600.0, bin_steps)
-    return Context(net, demand, p, entry_h, cnet, copts, qnet, qdem)
+    return Context(net, demand, p, entry_h, pen, cnet, copts, qnet, qdem)
 
 
 # --------------------------------------------------------------------------------------------------- plans
@@ -303,7 +374,7 @@ def _aggregate(net: Network, model: str, flow, cap, dos, delay, stops, maxq, veh
     smaxdos = np.zeros(n_sig)
     np.maximum.at(smaxdos, s_of, dos)
     window_h = extra.get("window_h", 1.0)
-    total_delay_veh_h = float((flow * delay).sum() * window_h / 3600.0)
+    total_delay_veh_h = float((flow * delay).sum() * window_h / 3600.0) + extra.get("base_loss_veh_h", 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         sig_delay = np.where(sflow > 0, sdelay / sflow, 0.0)
         sig_stops = np.where(sflow > 0, sstops / sflow, 0.0)
@@ -322,7 +393,7 @@ def _aggregate(net: Network, model: str, flow, cap, dos, delay, stops, maxq, veh
 
 def score_cyclic(ctx: Context, plans: cyclic.CyclicPlans, per_movement: bool = False):
     """Run the cyclic kernel on K candidates: (totals, per-movement) as cyclic.evaluate_batch returns them;
-    mean delay per vehicle = totals.delay_veh_s_h / ctx.entry_veh_h.sum()."""
+    mean delay per vehicle = totals.delay_veh_s_h / ctx.entry_veh_h.sum() + params.base_loss_s."""
     return cyclic.evaluate_batch(ctx.cyclic_net, plans, ctx.cyclic_opts, per_movement=per_movement)
 
 
@@ -332,13 +403,16 @@ def evaluate_cyclic(net: Network, demand: Demand, plans: Any = None, params: Mod
     cp, scaled = plan_arrays(ctx, [plans])
     tot, mov = score_cyclic(ctx, cp, per_movement=True)
     window_h = ctx.window_s / 3600.0
-    d = mov.uniform_delay_s[0] + mov.overflow_delay_s[0]
+    stop_pen = mov.stops_per_veh[0] * ctx.stop_penalty_s
+    d = mov.uniform_delay_s[0] + mov.overflow_delay_s[0] + stop_pen
+    vehicles = ctx.entry_veh_h.sum() * window_h
     extra = {"window_h": window_h, "period_s": int(cp.period_s[0]), "sweeps": int(tot.sweeps[0]),
+             "base_loss_veh_h": ctx.params.base_loss_s * vehicles / 3600.0, "mov_stop_penalty_s": stop_pen,
              "converged": bool(tot.sweeps[0] <= ctx.params.max_sweeps), "stretched_cycles": bool(scaled[0]),
              "mov_uniform_delay_s": mov.uniform_delay_s[0], "mov_overflow_delay_s": mov.overflow_delay_s[0],
              "mov_overflow_queue_veh": mov.overflow_queue_veh[0]}
     return _aggregate(net, "cyclic", mov.flow_veh_h[0], mov.capacity_veh_h[0], mov.dos[0], d, mov.stops_per_veh[0],
-                      mov.max_queue_veh[0], ctx.entry_veh_h.sum() * window_h, extra)
+                      mov.max_queue_veh[0], vehicles, extra)
 
 
 def queue_levels(ctx: Context, plans: cyclic.CyclicPlans) -> np.ndarray:
@@ -378,10 +452,12 @@ def evaluate_queue(net: Network, demand: Demand, plans: Any = None, params: Mode
     cap = ctx.queue_net.sat_veh_s * levels[0].mean(0) * 3600.0
     with np.errstate(invalid="ignore", divide="ignore"):
         dos = np.where(flow > 0, flow / np.maximum(cap, ctx.params.min_capacity_veh_h), 0.0)
-        delay = np.where(kpi.arrivals_veh > 0, kpi.delay_veh_s / kpi.arrivals_veh, 0.0)
         stops = np.where(kpi.arrivals_veh > 0, kpi.stops_veh / kpi.arrivals_veh, 0.0)
+        stop_pen = stops * ctx.stop_penalty_s
+        delay = np.where(kpi.arrivals_veh > 0, kpi.delay_veh_s / kpi.arrivals_veh, 0.0) + stop_pen
     vehicles = float(kpi.entered_veh.sum() + state.backlog_veh.sum())
     extra = {"window_h": window_h, "period_s": int(cp.period_s[0]), "stretched_cycles": bool(scaled[0]),
+             "base_loss_veh_h": ctx.params.base_loss_s * vehicles / 3600.0, "mov_stop_penalty_s": stop_pen,
              "backlog_delay_veh_h": float(kpi.backlog_delay_veh_s.sum() / 3600.0),
              "residual_queue_veh": float(state.queue_veh.sum()), "residual_backlog_veh": float(state.backlog_veh.sum()),
              "in_transit_veh": float(state.transit_veh.sum()), "blocked_s": kpi.blocked_s,

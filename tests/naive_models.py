@@ -120,6 +120,8 @@ def naive_cyclic(net, plans, opts) -> tuple[dict, dict]:
                 t_h = opts.period_h
                 d2 = 900 * t_h * ((x - 1) + math.sqrt((x - 1) ** 2 + 8 * opts.overflow_ki * x / (cap_h * t_h))) \
                     if x > 0 else 0.0
+                if getattr(opts, "overflow_in_window", False) and x > 1:
+                    d2 = d2 / x  # only the delay incurred within the period
                 h = met / n_veh if n_veh > 0 else 0.0
                 if scale < 1:
                     h = h * scale + (1 - scale)
@@ -131,8 +133,9 @@ def naive_cyclic(net, plans, opts) -> tuple[dict, dict]:
         for m, row in rows.items():
             for f, v in row.items():
                 mov[f][k, m] = v
-        tot["delay_veh_s_h"][k] = sum(r["flow_veh_h"] * (r["uniform_delay_s"] + r["overflow_delay_s"])
-                                      for r in rows.values())
+        pen = np.zeros(n_mov) if net.stop_penalty_s is None else net.stop_penalty_s
+        tot["delay_veh_s_h"][k] = sum(r["flow_veh_h"] * (r["uniform_delay_s"] + r["overflow_delay_s"]
+                                                         + r["stops_per_veh"] * pen[m]) for m, r in rows.items())
         tot["stops_veh_h"][k] = sum(r["flow_veh_h"] * r["stops_per_veh"] for r in rows.values())
         tot["max_dos"][k] = max([r["dos"] for r in rows.values()] + [0.0])
     return tot, mov

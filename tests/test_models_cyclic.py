@@ -203,7 +203,7 @@ def random_case(draw):
     net = CyclicNet(
         rng.uniform(0.2, 0.6, m), rng.uniform(0.0, 0.25, m) * (rng.random(m) < 0.85), np.array(ptr, np.int64),
         np.array(src, np.int64), rng.uniform(0.1, 0.7, e), rng.integers(0, 90, e), rng.uniform(0, 0.8, e) *
-        (rng.random(e) < 0.8), np.arange(m),
+        (rng.random(e) < 0.8), np.arange(m), rng.uniform(0, 6, m) if rng.random() < 0.5 else None,
     )
     period = rng.integers(10, 91, k)
     st_ = np.zeros((k, m, w))
@@ -224,10 +224,23 @@ def random_case(draw):
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(random_case())
-def test_random_cases_match_naive(case):
+@given(random_case(), st.booleans())
+def test_random_cases_match_naive(case, in_window):
     net, plans = case
-    assert_matches_naive(net, plans)
+    assert_matches_naive(net, plans, OPTS._replace(overflow_in_window=in_window))
+
+
+def test_overflow_in_window_and_stop_penalty():
+    cycle, g, sat_h, x = 80, 32, 1900.0, 2.5
+    flow_h = x * sat_h * g / cycle
+    net, plans = isolated([flow_h / 3600], [sat_h / 3600], [[(10, g, 1.0)]], cycle)
+    tot, mov = evaluate_batch(net, plans, OPTS)
+    tot_w, mov_w = evaluate_batch(net, plans, OPTS._replace(overflow_in_window=True))
+    assert mov_w.overflow_delay_s[0, 0] == pytest.approx(mov.overflow_delay_s[0, 0] / x, rel=1e-12)
+    # deterministic limit: the delay incurred within T by vehicles arriving in T is T (1 - 1/X) / 2
+    assert mov_w.overflow_delay_s[0, 0] == pytest.approx(OPTS.period_h * 3600 * (1 - 1 / x) / 2, rel=0.02)
+    tot_p, mov_p = evaluate_batch(net._replace(stop_penalty_s=np.array([4.0])), plans, OPTS)
+    assert tot_p.delay_veh_s_h[0] == pytest.approx(tot.delay_veh_s_h[0] + flow_h * mov.stops_per_veh[0, 0] * 4.0)
 
 
 def test_batch_equals_one_by_one_and_threads_agree():

@@ -79,7 +79,7 @@ def test_windows_reproduce_the_programs_second_by_second(grid, data):
     cnet = prepare(net, grid.demand).cyclic_net
     plans = cyclic.CyclicPlans(period, ws, wl, wv)
     _, cap, _ = cyclic.evaluate_profiles(cnet, plans, prepare(net, grid.demand).cyclic_opts)
-    np.testing.assert_allclose(cap.T, want * net.mov_sat_flow_veh_s[None, :], atol=1e-12)
+    np.testing.assert_allclose(cap.T, want * cnet.sat_veh_s[None, :], atol=1e-12)
 
 
 def test_lost_time_and_end_gain_shift_each_window(grid):
@@ -139,7 +139,8 @@ def test_planset_of_the_own_programs_gives_the_same_arrays(grid):
 def test_both_models_share_one_signature_and_agree_roughly_when_undersaturated(grid):
     sigs = {name: inspect.signature(fn) for name, fn in MODELS.items()}
     assert len({tuple(s.parameters) for s in sigs.values()}) == 1
-    ev = {name: fn(grid.net, grid.demand) for name, fn in MODELS.items()}
+    no_pen = ModelParams(stop_penalty=False, queue_storage=False)
+    ev = {name: fn(grid.net, grid.demand, None, no_pen) for name, fn in MODELS.items()}
     for e in ev.values():
         assert isinstance(e, Evaluation)
         assert e.signal_delay_s.shape == (grid.net.n_signals,)
@@ -156,7 +157,8 @@ def test_both_models_share_one_signature_and_agree_roughly_when_undersaturated(g
     uniform_mean = (cyc.mov_flow_veh_h * d1).sum() * cyc.extra["window_h"] / cyc.vehicles
     assert que.mean_delay_s == pytest.approx(uniform_mean, rel=0.05)
     busy = cyc.mov_flow_veh_h > 0
-    np.testing.assert_allclose(que.mov_delay_s[busy], d1[busy], atol=4.0)
+    # per movement within 15 %: the queue model follows the 15-min demand bins, the cyclic model the hour's mean
+    np.testing.assert_allclose(que.mov_delay_s[busy], d1[busy], rtol=0.15, atol=2.0)
 
 
 def test_evaluate_cyclic_equals_the_kernel_and_sees_offsets(grid):
@@ -180,6 +182,18 @@ def test_queue_levels_are_rotated_to_the_demand_begin(grid):
     ref = windows_to_levels(int(cp.period_s[0]), cp.win_start_s[0], cp.win_len_s[0], cp.win_level[0])
     shift = int(dem.begin_s) % int(cp.period_s[0])
     np.testing.assert_allclose(lv, np.roll(ref, -shift, axis=0), atol=1e-12)
+
+
+def test_stop_penalty_and_base_loss_add_up(grid):
+    net, dem = grid.net, grid.demand
+    plain = ModelParams(stop_penalty=False)
+    for fn in MODELS.values():
+        a = fn(net, dem, None, plain)
+        b = fn(net, dem, None, ModelParams(stop_penalty=True, accel_m_s2=2.0, decel_m_s2=4.0, base_loss_s=3.0))
+        pen = net.mov_speed_m_s / 2 * (1 / 2.0 + 1 / 4.0)
+        np.testing.assert_allclose(b.mov_delay_s - a.mov_delay_s, a.mov_stops_per_veh * pen, rtol=1e-9, atol=1e-9)
+        extra = (a.mov_flow_veh_h * a.mov_stops_per_veh * pen).sum() * a.extra["window_h"] / 3600
+        assert b.total_delay_veh_h == pytest.approx(a.total_delay_veh_h + extra + 3.0 * a.vehicles / 3600, rel=1e-9)
 
 
 def test_queue_model_without_storage_has_no_backlog(grid):
