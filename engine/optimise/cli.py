@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="signals linked by traffic within this free-flow travel time share a cycle (s)")
     ap.add_argument("--search-rounds", type=int, default=400, help="local-search rounds at most (default 400)")
     ap.add_argument("--no-search", action="store_true", help="CP-SAT only, no local search")
+    ap.add_argument("--equal-lane-shares", action="store_true",
+                    help="keep the compiler's 1/k split of shared lanes (default: divide them by demand)")
     ap.add_argument("--routes", nargs="+", help="route / trip / flow files (override the configuration's)")
     ap.add_argument("--begin", type=float, help="window start, s (default: the configuration's)")
     ap.add_argument("--end", type=float, help="window end, s (default: the configuration's)")
@@ -56,7 +58,8 @@ def options_from_args(args) -> OptimiseOptions:
         time_limit_s=args.time_limit, seed=args.seed, workers=args.workers, stop_cost_s=args.stop_cost,
         cycle_min_s=args.cycle_min, cycle_max_s=args.cycle_max, max_dos=args.max_dos, signals=signals,
         pins=tuple(Pin.parse(p) for p in args.pin), program_id=args.program_id,
-        coord_travel_max_s=args.coord_travel_max, search=not args.no_search, search_rounds=args.search_rounds)
+        coord_travel_max_s=args.coord_travel_max, search=not args.no_search, search_rounds=args.search_rounds,
+        shared_lanes_by_demand=not args.equal_lane_shares)
     opts.check()
     return opts
 
@@ -86,7 +89,7 @@ def run(args, argv: list[str]) -> int:
     opts = options_from_args(args)
     console = Console(stderr=True)
     comp = compile_scenario(args.scenario, routes=args.routes, bin_s=args.bin, begin_s=args.begin, end_s=args.end)
-    inst = build_instance(comp.net, comp.demand, opts, scenario=comp.scenario.name)
+    inst = build_instance(comp.net, comp.demand, opts, scenario=comp.scenario.name, net_file=comp.scenario.net_file)
     t0 = time.perf_counter()
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                         TextColumn("{task.fields[obj]}"), console=console, disable=args.quiet, transient=True)

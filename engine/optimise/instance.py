@@ -90,6 +90,7 @@ class OptimiseOptions:
     coord_travel_max_s: float = 120.0
     search: bool = True  # polish with the local search on the full cyclic model
     search_rounds: int = 400  # local-search rounds at most (a deterministic stop; the time limit is a cap)
+    shared_lanes_by_demand: bool = True  # engine.optimise.calibrate (needs the net file)
     max_cycle_candidates: int = 41  # cycles the CP-SAT split model chooses from (fewer on large groups)
 
     def check(self) -> None:
@@ -394,12 +395,21 @@ def _coordination_groups(net, demand, chosen: list[int], opts: OptimiseOptions) 
     return sorted(comps.values(), key=lambda c: c[0])
 
 
-def build_instance(net, demand, options: OptimiseOptions, scenario: str = "", ctx=None) -> Instance:
-    """The instance of (net, demand, options); raises GronvagError when the request cannot be met."""
+def build_instance(net, demand, options: OptimiseOptions, scenario: str = "", ctx=None,
+                   net_file=None) -> Instance:
+    """The instance of (net, demand, options); raises GronvagError when the request cannot be met.
+
+    ``net_file``: the SUMO net the network was compiled from; with it (and ``shared_lanes_by_demand``) movements
+    sharing a lane get saturation flows in proportion to their demand (:mod:`engine.optimise.calibrate`).
+    """
     from engine.optimise.explain import group_cycle_range, signal_cycle_range
     from models.evaluate import prepare
 
     options.check()
+    if net_file is not None and options.shared_lanes_by_demand and ctx is None:
+        from engine.optimise.calibrate import calibrated_network
+
+        net = calibrated_network(net, demand, net_file)
     ctx = ctx or prepare(net, demand)
     tpl = ctx.template()
     if options.signals:

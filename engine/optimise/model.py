@@ -38,10 +38,11 @@ SCALE = 100  # capacity-green coefficients in hundredths of a second
 
 @dataclass(frozen=True)
 class SolveParams:
-    time_limit_s: float
+    time_limit_s: float  # deterministic-time budget (about seconds of work on an unloaded core)
     workers: int = 2
     seed: int = 1
     log: bool = False
+    wall_cap_s: float | None = None  # wall-clock cap (default 3 x the budget); hitting it breaks determinism
 
 
 def make_solver(p: SolveParams) -> cp_model.CpSolver:
@@ -49,7 +50,7 @@ def make_solver(p: SolveParams) -> cp_model.CpSolver:
     prm = solver.parameters
     prm.num_workers = max(1, int(p.workers))
     prm.random_seed = int(p.seed)
-    prm.max_time_in_seconds = max(0.05, float(p.time_limit_s))
+    prm.max_time_in_seconds = max(0.05, float(p.wall_cap_s if p.wall_cap_s is not None else 3 * p.time_limit_s))
     # deterministic: stop on deterministic time (about seconds of work), interleave the workers' searches
     prm.max_deterministic_time = max(0.05, float(p.time_limit_s))
     if prm.num_workers > 1:

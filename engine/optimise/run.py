@@ -80,7 +80,10 @@ def _hint_for(sigs, cycle: int) -> list[np.ndarray] | None:
     return out
 
 
-def optimise_group(inst, gi: int, dep_veh_h: np.ndarray, deadline: float, reporter: Reporter) -> GroupOutcome:
+def optimise_group(inst, gi: int, dep_veh_h: np.ndarray, budget_s: float, deadline: float,
+                   reporter: Reporter) -> GroupOutcome:
+    """One group. ``budget_s`` sizes the CP-SAT solves (deterministic time, so results do not depend on the machine's
+    load); ``deadline`` (perf_counter time) is the wall-clock cap of the whole group."""
     opts = inst.options
     g = inst.groups[gi]
     sigs = [inst.signals[i] for i in g.members]
@@ -88,7 +91,7 @@ def optimise_group(inst, gi: int, dep_veh_h: np.ndarray, deadline: float, report
     ge = GroupEvaluator(inst.ctx, sigs, k, dep_veh_h)
     period_h = float(inst.ctx.cyclic_opts.period_h)
     t_start = time.perf_counter()
-    budget = max(0.5, deadline - t_start)
+    budget = max(0.5, float(budget_s))
     log: dict = {"signals": len(sigs), "movements": int(ge.movements.size)}
 
     # the current plan on the group model (only comparable when the members share the cycle)
@@ -108,7 +111,8 @@ def optimise_group(inst, gi: int, dep_veh_h: np.ndarray, deadline: float, report
         reporter.stage(f"group {gi + 1}/{len(inst.groups)}: CP-SAT splits at cycle {c} s")
         caps = [oracle.cap(s, c) for s in range(len(sigs))]
         model = SplitModel(sigs, c, period_h=period_h, stop_cost_s=k, caps=caps, hint=_hint_for(sigs, c))
-        sol = model.solve(SolveParams(per_solve, opts.workers, opts.seed))
+        sol = model.solve(SolveParams(per_solve, opts.workers, opts.seed,
+                                      wall_cap_s=max(0.1, min(3 * per_solve, deadline - time.perf_counter()))))
         if not sol.durations:
             continue
         scan.append((c, sol))
@@ -136,7 +140,9 @@ def optimise_group(inst, gi: int, dep_veh_h: np.ndarray, deadline: float, report
         pairs = ge.offset_pair_tables(D[j], o_hint, c)
         if pairs:
             om = OffsetModel(len(sigs), c, pairs, o_hint, ref=0)
-            osol = om.solve(SolveParams(max(0.1, off_budget / len(top)), opts.workers, opts.seed))
+            t_b = max(0.1, off_budget / len(top))
+            osol = om.solve(SolveParams(t_b, opts.workers, opts.seed,
+                                        wall_cap_s=max(0.1, min(3 * t_b, deadline - time.perf_counter()))))
             offsets = osol.offsets if osol.status in ("OPTIMAL", "FEASIBLE") else o_hint
             log.setdefault("offsets", {})[int(c)] = {"cpsat": osol.status, "pairs": om.n_pairs,
                                                     "table_cost": osol.objective}
@@ -206,9 +212,9 @@ def optimise(inst, reporter: Reporter | None = None) -> OptimiseResult:
     timings: list[SignalTiming | None] = [None] * len(inst.signals)
     for gi in range(len(inst.groups)):
         now = time.perf_counter()
-        share = sizes[gi] / sizes[gi:].sum()
-        g_deadline = now + max(0.2, (deadline - now) * share)
-        out = optimise_group(inst, gi, dep, g_deadline, reporter)
+        g_budget = inst.options.time_limit_s * sizes[gi] / sizes.sum()
+        g_deadline = min(deadline, now + max(0.2, (deadline - now) * sizes[gi] / sizes[gi:].sum()))
+        out = optimise_group(inst, gi, dep, g_budget, g_deadline, reporter)
         outcomes.append(out)
         for k, i in enumerate(out.members):
             timings[i] = SignalTiming(inst.signals[i].signal_id, int(out.cycle_s), int(out.offsets[k]),
