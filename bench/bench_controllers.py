@@ -181,7 +181,7 @@ def run(smoke: bool = False, n: int | None = None, procs: int | None = None,
         engine = Engine(EngineConfig(endpoint="tcp://127.0.0.1:0", state_dir=tmp / "engine",
                                      keys=load_keypair(keys_dir / f"{ENGINE_ID}.key_secret"),
                                      allow=load_allow_list(keys_dir), heartbeat_s=5.0, offline_after_s=30.0,
-                                     retry_initial_s=2.0, retry_max_s=10.0, lease_s=120.0,
+                                     retry_initial_s=5.0, retry_max_s=20.0, lease_s=120.0,
                                      activation=Activation(kind="asap"), max_batch=5000), context=ctx)
         engine.start()
         driver = _Driver(engine, ids, variants)

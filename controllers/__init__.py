@@ -29,8 +29,8 @@ Guarantees (each has a loopback test in ``tests/test_controllers_*.py``):
 * lease expiry (no PLAN/PING) reverts a controller to its fallback plan with an alarm; only a fresh PLAN ends it;
 * every message's authenticated key must belong to the routing id and the body's controller id.
 
-Modules: :mod:`~controllers.wire` (codec), :mod:`~controllers.signal` (plan runner, safe switching),
-:mod:`~controllers.engine` and :mod:`~controllers.store` (engine side), :mod:`~controllers.agent`,
-:mod:`~controllers.host` and :mod:`~controllers.state` (controller side), :mod:`~controllers.security` (keys, ZAP,
-monitors), :mod:`~controllers.config` (fallback plan and spec files), :mod:`~controllers.cli` (programs).
+Modules: :mod:`~controllers.wire` (codec), :mod:`~controllers.signal` (plan runner, safe switching); engine side
+:mod:`~controllers.engine`, :mod:`~controllers.store`, :mod:`~controllers.watch`; controller side
+:mod:`~controllers.agent`, :mod:`~controllers.host`, :mod:`~controllers.state`, :mod:`~controllers.config`;
+:mod:`~controllers.security` (keys, ZAP, monitors); :mod:`~controllers.cli` (programs).
 """

@@ -19,10 +19,11 @@ import zmq
 
 from controllers.agent import AgentConfig, ControllerAgent, DayClock
 from controllers.config import check_fallback, load_fallback, load_spec, spec_from_fallback
-from controllers.engine import AllowListWatcher, Engine, EngineConfig, PlanFileSource
+from controllers.engine import Engine, EngineConfig
 from controllers.host import AgentHost
 from controllers.security import ENGINE_ID, check_id, create_keypair, list_keys, load_keypair
 from controllers.state import StateDB
+from controllers.watch import AllowListWatcher, PlanFileSource
 from controllers.wire import Activation
 from engine.errors import GronvagError
 from engine.plan import read_planset
