@@ -23,7 +23,7 @@ class PlanFileSource:
         self.path = Path(path)
         self.activation = activation
         self.lease_s = lease_s
-        self._stamp: tuple[float, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
 
     def __call__(self, engine: Engine) -> None:
         try:
@@ -31,7 +31,7 @@ class PlanFileSource:
         except OSError as exc:
             log.error("plan file %s: %s", self.path, exc.strerror)
             return
-        stamp = (st.st_mtime, st.st_size)
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         if stamp == self._stamp:
             return
         self._stamp = stamp

@@ -14,6 +14,7 @@ from controllers.cli import controller_main, keys_main, serve_main
 from controllers.config import SpecFile, check_fallback, load_fallback, load_spec, spec_from_fallback
 from controllers.security import list_keys, load_allow_list
 from controllers.state import StateFile
+from controllers.watch import AllowListWatcher, PlanFileSource
 from engine.errors import GronvagError
 from engine.plan import PlanSet, encode_plan, encode_planset
 from tests.test_controllers_support import four_phase, free_port
@@ -116,3 +117,37 @@ def test_serve_and_controller_run_in_process(tmp_path):
     assert codes == {"serve": 0, "controller": 0}
     st = StateFile(tmp_path / "c", "J1").load()
     assert st.accepted is not None and st.accepted_status == "applied" and st.mode == "central"
+
+
+def test_watchers_reload_on_change(tmp_path):
+    class FakeEngine:
+        reloads = 0
+        published: list = []
+
+        def reload_allow_list(self):
+            self.reloads += 1
+            return 1
+
+        def publish(self, plans, activation=None, lease_s=None):
+            self.published.append([p.signal_id for p in plans])
+            return list(plans)
+
+    keys_main(["create", "J1", "--dir", str(tmp_path / "allow")])
+    eng = FakeEngine()
+    watch = AllowListWatcher(tmp_path / "allow")
+    watch(eng)
+    assert eng.reloads == 0
+    keys_main(["create", "J2", "--dir", str(tmp_path / "allow")])
+    watch(eng)
+    assert eng.reloads == 1
+    plans = tmp_path / "plans.json"
+    plans.write_bytes(encode_planset(PlanSet(plans=(four_phase("J1"),))))
+    src = PlanFileSource(plans)
+    src(eng)
+    src(eng)  # unchanged file: nothing
+    assert eng.published == [["J1"]]
+    plans.write_text("{broken")
+    src(eng)  # a broken file keeps the current plans
+    plans.write_bytes(encode_planset(PlanSet(plans=(four_phase("J1"), four_phase("J1", 25)))))
+    src(eng)  # two plans for one signal: refused
+    assert eng.published == [["J1"]]
