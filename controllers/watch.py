@@ -29,7 +29,9 @@ class PlanFileSource:
         try:
             st = self.path.stat()
         except OSError as exc:
-            log.error("plan file %s: %s", self.path, exc.strerror)
+            if self._stamp != (-1, -1, -1):  # once per disappearance, not every second
+                log.error("plan file %s: %s; keeping the current plans", self.path, exc.strerror)
+                self._stamp = (-1, -1, -1)
             return
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         if stamp == self._stamp:
