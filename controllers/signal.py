@@ -48,6 +48,18 @@ def _starts(plan: SignalPlan) -> list[int]:
     return out
 
 
+def program_state(plan: SignalPlan, t_s: int) -> tuple[int, int, str]:
+    """(phase index, program time s, state) of ``plan`` running undisturbed at time ``t_s``: program time is
+    ``(t_s + offset_s) mod cycle_s`` (the plan schema's offset semantics)."""
+    pt = (int(t_s) + plan.offset_s) % plan.cycle_s
+    start = 0
+    for k, ph in enumerate(plan.phases):
+        if pt < start + ph.duration_s:
+            return k, pt, ph.state
+        start += ph.duration_s
+    raise ValueError(f"{plan.signal_id}: phase durations do not add up to the cycle")
+
+
 def _is_green(ph: Phase) -> bool:
     return phase_kind(ph.state) == "green"
 
@@ -157,8 +169,7 @@ class PlanRunner:
         if phase is None:
             # fresh start (power-up / resume): start of the phase the plan's own schedule is in; treated as if the plan
             # had been running for a cycle, so it may be left at its next green end
-            pt = (self.t_s + plan.offset_s) % plan.cycle_s
-            phase = max(i for i, s in enumerate(self._starts) if s <= pt)
+            phase = program_state(plan, self.t_s)[0]
             self._dwell_s = plan.cycle_s
         else:
             self._dwell_s = 0

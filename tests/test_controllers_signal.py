@@ -14,7 +14,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controllers.config import spec_from_fallback
-from controllers.signal import PlanRunner, TransitionCache, entry_candidates, find_transition, transition_errors
+from controllers.signal import (
+    PlanRunner,
+    TransitionCache,
+    entry_candidates,
+    find_transition,
+    program_state,
+    transition_errors,
+)
 from engine.plan import Phase, SignalPlan, phase_kind
 from engine.safety import SignalSpec, check_plan, expand
 from tests.test_controllers_support import four_phase
@@ -211,3 +218,18 @@ def test_transition_cache_is_keyed_by_plan_contents():
     misses = cache.misses
     assert find_transition(four_phase("J1", 20, 20), four_phase("J1", 30, 12), SPEC, cache=cache) is not None
     assert cache.misses == misses and cache.hits >= 1
+
+
+@pytest.mark.parametrize("offset", [0, 1, 29, 51])
+def test_program_state_follows_offset_semantics(offset):
+    plan = four_phase("J1", 25, 15, offset_s=offset)
+    per_second = [ph.state for ph in plan.phases for _ in range(ph.duration_s)]
+    for t in range(0, 3 * plan.cycle_s, 7):
+        k, pt, state = program_state(plan, t)
+        assert pt == (t + offset) % plan.cycle_s and state == per_second[pt] == plan.phases[k].state
+    # a runner started at the beginning of a phase runs exactly the undisturbed schedule from there on
+    t0 = next(t for t in range(plan.cycle_s) if program_state(plan, t)[1] == 0)
+    r = PlanRunner(plan, SPEC, t0)
+    for t in range(t0, t0 + 2 * plan.cycle_s):
+        assert r.state == program_state(plan, t)[2]
+        r.step()
