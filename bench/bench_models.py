@@ -105,6 +105,9 @@ def bench_cyclic_single(smoke: bool) -> dict:
         steps = float((per * comp.net.n_movements).sum())
         out[f"movement_steps_per_s_{n}thr"] = round(steps / t)
         print(f"cyclic, one intersection, {n} thread(s): {k / t:,.0f} plan evaluations/s")
+    one = cyclic.CyclicPlans(per[:1], ws[:1], wl[:1], wv[:1])
+    evaluator = cyclic.CyclicEvaluator(ctx.cyclic_net, ctx.cyclic_opts, n_threads=1)
+    out["single_plan_call_us"] = round(_timeit(lambda: evaluator(one)) * 1e6, 1)
     out["evals_per_s_per_core"] = out["evals_per_s_1thr"]
     out["goal_100k_per_core_met"] = out["evals_per_s_1thr"] >= 100_000
     return out
@@ -144,8 +147,8 @@ def bench_network(comp, smoke: bool) -> dict:
         res[f"movement_steps_per_s_{n}thr"] = round(steps / t)
         res[f"plan_evals_per_s_{n}thr"] = round(k / t)
     res["mean_sweeps"] = float(tot.sweeps.mean())
-    res["plan_hour_s"] = _timeit(lambda: cyclic.evaluate_batch(ctx.cyclic_net, one, ctx.cyclic_opts,
-                                                               per_movement=False, n_threads=1), max_reps=20)
+    evaluator = cyclic.CyclicEvaluator(ctx.cyclic_net, ctx.cyclic_opts, n_threads=1)
+    res["plan_hour_s"] = _timeit(lambda: evaluator(one), max_reps=20)
     out["cyclic"] = res
     print(f"cyclic, {net.n_signals} signals: {res['plan_evals_per_s_1thr']:,} plans/s (1 thr), "
           f"{res['plan_evals_per_s_2thr']:,} (2 thr); one plan-hour {res['plan_hour_s'] * 1e3:.2f} ms")

@@ -42,6 +42,7 @@ import numpy as np
 from numba import njit, prange
 
 __all__ = [
+    "CyclicEvaluator",
     "CyclicMovementOut",
     "CyclicNet",
     "CyclicOptions",
@@ -513,6 +514,58 @@ def evaluate_batch(
         _batch_kernel(net, links, plans, opts, chunk_ptr, dep, disp, arr, cap, tmp, mcache, stamp, tot, mov,
                       per_movement)
     return tot, mov
+
+
+class CyclicEvaluator:
+    """:func:`evaluate_batch` for repeated calls (optimiser inner loops): the static inputs are checked and
+    normalised, the dispersion links built and the scratch allocated once; a call only checks the plans' shapes.
+
+    ``evaluator(plans, per_movement=False) -> (totals, per-movement)``; results are fresh arrays on every call.
+    """
+
+    def __init__(self, net: CyclicNet, opts: CyclicOptions, *, n_threads: int | None = None):
+        empty = CyclicPlans(np.ones(0, np.int64), np.zeros((0, net.sat_veh_s.shape[0], 1)),
+                            np.zeros((0, net.sat_veh_s.shape[0], 1)), np.zeros((0, net.sat_veh_s.shape[0], 1)))
+        self.net, _, self.opts = _normalise(net, empty, opts)
+        _check(self.net, empty)
+        self.n_mov = self.net.sat_veh_s.shape[0]
+        self.links = _links(self.net)
+        self.n_threads = n_threads
+        self._scratch: dict[tuple[int, int], tuple] = {}
+
+    def _buffers(self, n_thr: int, p_max: int) -> tuple:
+        key = (n_thr, p_max)
+        if key not in self._scratch:
+            n_links = self.links.shift_s.shape[0]
+            self._scratch = {key: (np.zeros((n_thr, self.n_mov, p_max)), np.zeros((n_thr, n_links, p_max)),
+                                   np.zeros((n_thr, p_max)), np.zeros((n_thr, p_max)), np.zeros((n_thr, p_max)),
+                                   np.zeros((n_thr, self.n_mov, 3)), np.zeros((n_thr, self.n_mov, 2), np.int64))}
+        return self._scratch[key]
+
+    def __call__(self, plans: CyclicPlans, per_movement: bool = False) -> tuple[CyclicTotals, CyclicMovementOut]:
+        period = np.ascontiguousarray(plans.period_s, np.int64)
+        ws = np.ascontiguousarray(plans.win_start_s, np.float64)
+        wl = np.ascontiguousarray(plans.win_len_s, np.float64)
+        wv = np.ascontiguousarray(plans.win_level, np.float64)
+        k = period.shape[0]
+        if ws.ndim != 3 or ws.shape[:2] != (k, self.n_mov) or wl.shape != ws.shape or wv.shape != ws.shape:
+            raise ValueError(f"CyclicPlans windows must have shape (K={k}, M={self.n_mov}, W)")
+        if k and int(period.min()) < 1:
+            raise ValueError("CyclicPlans.period_s must be >= 1 s")
+        plans = CyclicPlans(period, ws, wl, wv)
+        n_thr = max(1, min(int(self.n_threads or numba.get_num_threads()), max(k, 1)))
+        p_max = int(period.max()) if k else 1
+        dep, disp, arr, cap, tmp, mcache, stamp = self._buffers(n_thr, p_max)
+        tot = CyclicTotals(np.zeros(k), np.zeros(k), np.zeros(k), np.zeros(k, np.int64))
+        mov = allocate_movement_out(k if per_movement else 0, self.n_mov)
+        if n_thr == 1:
+            _serial_kernel(self.net, self.links, plans, self.opts, dep, disp, arr, cap, tmp, mcache, stamp, tot, mov,
+                           per_movement)
+        else:
+            chunk_ptr = np.linspace(0, k, n_thr + 1).round().astype(np.int64)
+            _batch_kernel(self.net, self.links, plans, self.opts, chunk_ptr, dep, disp, arr, cap, tmp, mcache, stamp,
+                          tot, mov, per_movement)
+        return tot, mov
 
 
 def evaluate_profiles(

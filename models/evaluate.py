@@ -148,6 +148,13 @@ class Context:
     def window_s(self) -> float:
         return float(self.demand.end_s - self.demand.begin_s)
 
+    @property
+    def cyclic_evaluator(self) -> cyclic.CyclicEvaluator:
+        """The reusable cyclic-model evaluator of this context (static inputs prepared once)."""
+        if "_evaluator" not in self._templates:
+            self._templates["_evaluator"] = cyclic.CyclicEvaluator(self.cyclic_net, self.cyclic_opts)
+        return self._templates["_evaluator"]
+
     def template(self, states: tuple[tuple[str, ...], ...] | None = None) -> Template:
         """Template of the per-signal phase states (None: the network's programs), cached."""
         key = states
@@ -394,7 +401,7 @@ def _aggregate(net: Network, model: str, flow, cap, dos, delay, stops, maxq, veh
 def score_cyclic(ctx: Context, plans: cyclic.CyclicPlans, per_movement: bool = False):
     """Run the cyclic kernel on K candidates: (totals, per-movement) as cyclic.evaluate_batch returns them;
     mean delay per vehicle = totals.delay_veh_s_h / ctx.entry_veh_h.sum() + params.base_loss_s."""
-    return cyclic.evaluate_batch(ctx.cyclic_net, plans, ctx.cyclic_opts, per_movement=per_movement)
+    return ctx.cyclic_evaluator(plans, per_movement=per_movement)
 
 
 def evaluate_cyclic(net: Network, demand: Demand, plans: Any = None, params: ModelParams | None = None) -> Evaluation:

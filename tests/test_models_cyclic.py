@@ -8,7 +8,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from models import closed_form as cf
-from models.cyclic import CyclicNet, CyclicOptions, CyclicPlans, evaluate_batch, evaluate_profiles, robertson
+from models.cyclic import (
+    CyclicEvaluator,
+    CyclicNet,
+    CyclicOptions,
+    CyclicPlans,
+    evaluate_batch,
+    evaluate_profiles,
+    robertson,
+)
 from tests.naive_models import naive_cyclic, naive_disperse
 
 OPTS = CyclicOptions(period_h=0.25, overflow_ki=0.5, max_sweeps=400, tol_veh=1e-13, min_capacity_veh_s=1e-6)
@@ -263,6 +271,20 @@ def test_batch_equals_one_by_one_and_threads_agree():
         t1, _ = evaluate_batch(net, one, OPTS)
         assert t1.delay_veh_s_h[0] == tot.delay_veh_s_h[i]
     assert numba.get_num_threads() >= 1
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_case(), st.integers(1, 2))
+def test_reusable_evaluator_equals_evaluate_batch(case, n_threads):
+    net, plans = case
+    ev = CyclicEvaluator(net, OPTS, n_threads=n_threads)
+    for _ in range(2):  # scratch reused across calls
+        tot, mov = ev(plans, per_movement=True)
+        tot0, mov0 = evaluate_batch(net, plans, OPTS, n_threads=n_threads)
+        for a, b in zip(tot + mov, tot0 + mov0, strict=True):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError):
+        ev(plans._replace(win_len_s=plans.win_len_s[:, :0]))
 
 
 def test_bad_shapes_raise():
