@@ -83,7 +83,7 @@ class ModelParams:
     decel_m_s2: float = 4.5
     base_loss_s: float = 0.0
     sat_flow_scale: float = 1.0
-    lane_split: str = "demand"
+    lane_split: str = "compiled"
 
 
 @dataclass(frozen=True, eq=False)
