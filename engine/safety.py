@@ -66,14 +66,12 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
         return []
     if mask.all():
         return [(0, n)]
-    starts = [t for t in range(n) if mask[t] and not mask[t - 1]]
-    out = []
-    for s in starts:
-        length = 0
-        while mask[(s + length) % n]:
-            length += 1
-        out.append((s, length))
-    return out
+    k0 = int(np.argmin(mask))  # rotate so the array starts on a False: no run wraps around
+    m = np.roll(mask, -k0).astype(np.int8)
+    d = np.diff(np.concatenate(([0], m, [0])))
+    starts = np.flatnonzero(d == 1)
+    lengths = np.flatnonzero(d == -1) - starts
+    return [(int((a + k0) % n), int(b)) for a, b in zip(starts, lengths, strict=True)]
 
 
 def check_plan(plan: SignalPlan, spec: SignalSpec) -> list[str]:
@@ -115,21 +113,22 @@ def check_plan(plan: SignalPlan, spec: SignalSpec) -> list[str]:
     # conflicting groups: never green together; the all-red clearance between one's yellow end and the other's green
     active = green | (codes == YELLOW)
     clearance = int(spec.allred_s)
+    recent = active.copy()  # recent[t, a]: group a was green or yellow within the last `clearance` seconds
+    for k in range(1, clearance + 1):
+        recent |= np.roll(active, k, axis=0)
     ii, jj = np.nonzero(np.triu(spec.conflicts, 1))
-    for i, j in zip(ii.tolist(), jj.tolist(), strict=True):
-        both = green[:, i] & green[:, j]
-        if both.any():
-            t = int(np.argmax(both))
+    both = (green[:, ii] & green[:, jj]).any(axis=0)
+    after_i = (green[:, jj] & recent[:, ii]).any(axis=0)  # j turns green too soon after i
+    after_j = (green[:, ii] & recent[:, jj]).any(axis=0)
+    for k in np.flatnonzero(both | after_i | after_j):
+        i, j = int(ii[k]), int(jj[k])
+        if both[k]:
+            t = int(np.argmax(green[:, i] & green[:, j]))
             errs.append(f"{sid}: conflicting groups {i} and {j} are green together at t={t}")
             continue
-        for a, b in ((i, j), (j, i)):
-            # any second where b is green while a was active within the last `clearance` seconds
-            recent = active[:, a].copy()
-            for k in range(1, clearance + 1):
-                recent |= np.roll(active[:, a], k)
-            bad = green[:, b] & recent
-            if bad.any():
-                t = int(np.argmax(bad))
+        for a, b, bad in ((i, j, after_i[k]), (j, i, after_j[k])):
+            if bad:
+                t = int(np.argmax(green[:, b] & recent[:, a]))
                 errs.append(f"{sid}: group {b} turns green at t={t} less than {clearance} s of all-red after "
                             f"conflicting group {a}")
     return errs

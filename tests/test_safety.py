@@ -1,0 +1,73 @@
+"""engine.safety: the vectorised checks agree with a slow, obviously correct second-by-second twin."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.plan import Phase, make_plan
+from engine.safety import GREEN_MAJOR, GREEN_MINOR, YELLOW, SignalSpec, _runs, check_plan, expand
+
+
+def naive_runs(mask):
+    n = len(mask)
+    if n == 0 or not any(mask):
+        return []
+    if all(mask):
+        return [(0, n)]
+    out = []
+    for t in range(n):
+        if mask[t] and not mask[t - 1]:
+            length = 0
+            while mask[(t + length) % n]:
+                length += 1
+            out.append((t, length))
+    return out
+
+
+def naive_conflict_errors(codes, spec):
+    """Every (kind, a, b) violation, checked second by second."""
+    n_t, n = codes.shape
+    green = lambda t, i: codes[t % n_t, i] in (GREEN_MAJOR, GREEN_MINOR)  # noqa: E731
+    active = lambda t, i: green(t, i) or codes[t % n_t, i] == YELLOW  # noqa: E731
+    out = set()
+    for i in range(n):
+        for j in range(i + 1, n):
+            if not spec.conflicts[i, j]:
+                continue
+            if any(green(t, i) and green(t, j) for t in range(n_t)):
+                out.add(("both", i, j))
+                continue
+            for a, b in ((i, j), (j, i)):
+                if any(green(t, b) and any(active(t - k, a) for k in range(spec.allred_s + 1)) for t in range(n_t)):
+                    out.add(("after", a, b))
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.booleans(), min_size=1, max_size=40))
+def test_runs_match_twin(mask):
+    assert sorted(_runs(np.array(mask))) == naive_runs(mask)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_conflict_checks_match_twin(data):
+    n = data.draw(st.integers(2, 5))
+    k = data.draw(st.integers(1, 6))
+    states = data.draw(st.lists(st.text("GgyrU".replace("U", "u"), min_size=n, max_size=n), min_size=k, max_size=k))
+    durs = data.draw(st.lists(st.integers(1, 6), min_size=k, max_size=k))
+    conflicts = np.array(data.draw(st.lists(st.booleans(), min_size=n * n, max_size=n * n))).reshape(n, n)
+    conflicts = (conflicts | conflicts.T) & ~np.eye(n, dtype=bool)
+    spec = SignalSpec("J", np.zeros(n, np.int32), np.zeros(n, np.int32), np.zeros(n, np.int32),
+                      np.zeros(n, np.int32), data.draw(st.integers(0, 3)), conflicts)
+    plan = make_plan("J", [Phase(s, d) for s, d in zip(states, durs, strict=True)])
+    got = set()
+    for e in check_plan(plan, spec):
+        words = e.split()
+        if "together" in e:
+            got.add(("both", int(words[3]), int(words[5])))
+        elif "all-red" in e:
+            got.add(("after", int(words[-1]), int(words[2])))
+    assert got == naive_conflict_errors(expand(plan), spec)
