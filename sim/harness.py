@@ -94,6 +94,18 @@ class Controller:
         """Wishes: signal index -> index of the wanted green phase (into that signal's Sequencer.greens)."""
         return {}
 
+    # Controllers that run a validated signal program of their own (remote intersection controllers that apply plans
+    # received over the ZeroMQ link, whose runner enforces the safety rules) set ``drives_states`` and report, every
+    # second, the state each of their signals shows during the next second. The harness shows it as it is.
+    drives_states: bool = False
+
+    def signal_states(self, t_s: float) -> dict[int, str]:
+        """Signal index -> SUMO state string for the second starting at ``t_s`` (only with ``drives_states``)."""
+        return {}
+
+    def close(self) -> None:
+        """Called once after the run, also when it failed: release sockets, threads, processes."""
+
 
 @dataclass
 class RunConfig:
@@ -245,7 +257,8 @@ def run(scenario: Scenario, net: Network, controller: Controller, cfg: RunConfig
         return conn.get((net.mov_from_edge[m], net.mov_to_edge[m]), ([], []))
 
     dets = write_detectors(net, lane_lengths, lanes_of_movement, workdir,
-                           observe=controller.decision_interval_s > 0, loops=controller.observes_loops)
+                           observe=controller.decision_interval_s > 0 or controller.drives_states,
+                           loops=controller.observes_loops)
     adds = controller.additional_files(scenario, net, workdir) + [workdir / "gronvag_detectors.add.xml"]
     cmd = sumo_command(scenario, cfg, workdir, adds)
     atomic_write(workdir / "sumo_command.json", json.dumps(cmd, indent=1))
@@ -259,16 +272,17 @@ def run(scenario: Scenario, net: Network, controller: Controller, cfg: RunConfig
     pending: list[str] = []
     try:
         sequencers: list[Sequencer] = []
-        if controller.decision_interval_s > 0:
+        if controller.decision_interval_s > 0 and not controller.drives_states:
             sequencers = _make_sequencers(net, conn_mod, controller.min_green_s)
         controller.reset(net, dets, sequencers)
-        if controller.decision_interval_s <= 0:
+        if controller.decision_interval_s <= 0 and not controller.drives_states:
             conn_mod.simulationStep(scenario.end_s)
         else:
             _controlled_loop(scenario, net, controller, dets, sequencers, conn_mod, cfg)
         pending = list(conn_mod.simulation.getPendingVehicles())
     finally:
         conn_mod.close()
+        controller.close()
     rec = run_record(scenario, controller.name, cfg, workdir, net, pending)
     rec["wall_s"] = time.perf_counter() - t_wall
     return rec
@@ -312,7 +326,7 @@ def _controlled_loop(scenario, net, controller, dets, sequencers, conn_mod, cfg)
     shown = [None] * net.n_signals
     t = float(scenario.begin_s)
     next_decision = t
-    interval = float(controller.decision_interval_s)
+    interval = float(controller.decision_interval_s) or 1.0
     while t < scenario.end_s - 1e-9:
         if t >= next_decision - 1e-9:
             res = conn_mod.lanearea.getAllSubscriptionResults()
@@ -338,10 +352,16 @@ def _controlled_loop(scenario, net, controller, dets, sequencers, conn_mod, cfg)
                 if s in controlled:
                     sequencers[s].request(int(phase))
             next_decision += interval
-        for s in controlled:
-            state = sequencers[s].step(1.0) if shown[s] is not None else sequencers[s].state
-            if state != shown[s]:
-                conn_mod.trafficlight.setRedYellowGreenState(net.signal_ids[s], state)
-                shown[s] = state
+        if controller.drives_states:
+            for s, state in controller.signal_states(t).items():
+                if s in controlled and state != shown[s]:
+                    conn_mod.trafficlight.setRedYellowGreenState(net.signal_ids[s], state)
+                    shown[s] = state
+        else:
+            for s in controlled:
+                state = sequencers[s].step(1.0) if shown[s] is not None else sequencers[s].state
+                if state != shown[s]:
+                    conn_mod.trafficlight.setRedYellowGreenState(net.signal_ids[s], state)
+                    shown[s] = state
         conn_mod.simulationStep()
         t += 1.0
