@@ -16,7 +16,8 @@ Schema (``schema == "gronvag.plan/1"``)::
           "signal_id": "J1",                      # SUMO tlLogic id
           "program_id": "gronvag",                # SUMO programID written to the additional file
           "cycle_s": 72,                          # sum of phase durations
-          "offset_s": 14,                         # 0 <= offset < cycle; SUMO semantics (program time at t=0)
+          "offset_s": 14,                         # 0 <= offset < cycle; SUMO semantics: phase 0 starts at
+                                                  # t = offset, program time is (t - offset) mod cycle
           "valid_from_s": 0, "valid_to_s": 3600,  # validity period in simulation / day seconds
           "phases": [ {"state": "GGrr", "duration_s": 30, "min_s": 6, "max_s": 60, "kind": "green"}, ... ],
           "groups": [ {"index": 0, "green_start_s": 0, "green_end_s": 30}, ... ]   # derived, informative
