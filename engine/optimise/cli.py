@@ -42,12 +42,23 @@ def build_parser() -> argparse.ArgumentParser:
                     help="signals linked by traffic within this free-flow travel time share a cycle (s)")
     ap.add_argument("--search-rounds", type=int, default=400, help="local-search rounds at most (default 400)")
     ap.add_argument("--no-search", action="store_true", help="CP-SAT only, no local search")
+    ap.add_argument("--phase-skip", action="store_true",
+                    help="leave out green phases a program does not need (every signal group keeps its green; "
+                         "transitions from the safety spec; see engine.optimise.structure)")
     ap.add_argument("--equal-lane-shares", action="store_true",
                     help="keep the compiler's 1/k split of shared lanes (default: divide them by demand)")
     ap.add_argument("--routes", nargs="+", help="route / trip / flow files (override the configuration's)")
     ap.add_argument("--begin", type=float, help="window start, s (default: the configuration's)")
     ap.add_argument("--end", type=float, help="window end, s (default: the configuration's)")
     ap.add_argument("--bin", type=float, default=900.0, help="demand time-bin width, s (default 900)")
+    ap.add_argument("--sim-check", action="store_true",
+                    help="let SUMO choose among model-optimal plans at several cycles and the current plan "
+                         "(training seeds --sim-seeds; see engine.optimise.simcheck)")
+    ap.add_argument("--sim-seeds", default="1001,1002", help="SUMO seeds of the check (default 1001,1002)")
+    ap.add_argument("--sim-cycles", type=int, default=4, help="cycle levels the check tries (default 4)")
+    ap.add_argument("--sim-rounds", type=int, default=2, help="rounds of the check (default 2)")
+    ap.add_argument("--protocol", default="default", help="SUMO protocol of the check: default or resco")
+    ap.add_argument("--jobs", type=int, default=2, help="parallel SUMO runs of the check (default 2)")
     ap.add_argument("--quiet", action="store_true", help="no progress display")
     return ap
 
@@ -89,15 +100,39 @@ def run(args, argv: list[str]) -> int:
     opts = options_from_args(args)
     console = Console(stderr=True)
     comp = compile_scenario(args.scenario, routes=args.routes, bin_s=args.bin, begin_s=args.begin, end_s=args.end)
-    inst = build_instance(comp.net, comp.demand, opts, scenario=comp.scenario.name, net_file=comp.scenario.net_file)
+    inst = build_instance(comp.net, comp.demand, opts, scenario=comp.scenario.name, net_file=comp.scenario.net_file,
+                          phase_skip=args.phase_skip)
+    base_inst = inst
+    if inst.skipped:
+        base_inst = build_instance(comp.net, comp.demand, opts, scenario=comp.scenario.name,
+                                   net_file=comp.scenario.net_file)
     t0 = time.perf_counter()
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                         TextColumn("{task.fields[obj]}"), console=console, disable=args.quiet, transient=True)
+    sim_info = None
     with progress:
         task = progress.add_task("optimising", total=opts.time_limit_s, obj="")
-        res = optimise(inst, _RichReporter(progress, task, t0) if not args.quiet else Reporter())
+        reporter = _RichReporter(progress, task, t0) if not args.quiet else Reporter()
+        res = optimise(inst, reporter)
+        if args.sim_check:
+            import tempfile
+            from pathlib import Path
+
+            from engine.optimise.simcheck import SimCheckOptions, sim_select
+            from sim.evaluate import parse_seeds
+
+            sopts = SimCheckOptions(seeds=tuple(parse_seeds(args.sim_seeds)), cycles=args.sim_cycles,
+                                    rounds=args.sim_rounds, protocol=args.protocol, jobs=args.jobs,
+                                    model_time_s=max(2.0, opts.time_limit_s / 2))
+            with tempfile.TemporaryDirectory(prefix="gronvag-simcheck-") as tmp:
+                res, inst, sim_info = sim_select(inst, res, args.scenario, sopts, Path(tmp), reporter,
+                                                 routes=args.routes, begin=args.begin, end=args.end,
+                                                 base_inst=base_inst)
     command = "gronvag optimise " + " ".join(shlex.quote(a) for a in argv)
     summary = build_summary(inst, res.solution, res.outcomes, res.current, res.optimised, command)
+    if sim_info is not None:
+        summary["sim_check"] = sim_info
+    summary["wall_s"] = round(time.perf_counter() - t0, 2)
     out = write_outputs(args.out, output_files(inst, res.solution, summary))
     cur, new = summary["predicted"]["current"], summary["predicted"]["optimised"]
     if not args.quiet:

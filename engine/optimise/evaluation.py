@@ -43,7 +43,7 @@ def outside_departures_veh_h(ctx) -> np.ndarray:
 class GroupEvaluator:
     """The cyclic model of one group. ``signals``: the SignalInstance objects of the group, in group order."""
 
-    def __init__(self, ctx, signals, stop_cost_s: float, outside_dep_veh_h: np.ndarray):
+    def __init__(self, ctx, signals, stop_cost_s: float, outside_dep_veh_h: np.ndarray, template=None):
         self.ctx = ctx
         self.signals = list(signals)
         self.stop_cost_s = float(stop_cost_s)
@@ -72,7 +72,8 @@ class GroupEvaluator:
         self.net = cyclic.CyclicNet(
             np.asarray(cn.sat_veh_s, np.float64)[movs], entry, np.array(in_ptr, np.int64), np.array(src, np.int64),
             np.array(share, np.float64), np.array(shift, np.int64), np.array(keep, np.float64), order)
-        self.template = _sub_template(ctx.template(), [s.index for s in self.signals], local, movs.size)
+        self.template = _sub_template(template if template is not None else ctx.template(),
+                                      [s.index for s in self.signals], local, movs.size)
         self.phase_ptr = self.template.phase_ptr
         # movement -> signal (position in the group), and each signal's neighbourhood: own + fed movements
         self.mov_sig = np.repeat(np.arange(len(self.signals)), [s.movements.size for s in self.signals])

@@ -239,10 +239,17 @@ class Instance:
     signals: tuple[SignalInstance, ...]
     groups: tuple[Group, ...]
     scenario: str = ""
+    states: tuple[tuple[str, ...], ...] | None = None  # phase states of every network signal (None: the programs)
+    skipped: tuple[str, ...] = ()  # signals whose structure leaves out green phases (engine.optimise.structure)
 
     @property
     def by_id(self) -> dict[str, int]:
         return {s.signal_id: i for i, s in enumerate(self.signals)}
+
+    @property
+    def template(self):
+        """The models' template of the phase structure the instance optimises."""
+        return self.ctx.template(self.states)
 
 
 # -------------------------------------------------------------------------------------------------- building
@@ -309,9 +316,18 @@ def safety_sums(states: tuple[str, ...], spec) -> list[SumConstraint]:
     return [SumConstraint(k, v[0], v[1], v[2]) for k, v in found.items()]
 
 
-def _structure(net, s: int, opts: OptimiseOptions, pins: dict[int, int]):
+def _structure(net, s: int, opts: OptimiseOptions, pins: dict[int, int], variant=None):
     from models.network import PHASE_GREEN
 
+    if variant is not None:  # a phase-skipping variant: adjustable greens, fixed transitions
+        states, base, adjustable = variant
+        lo = np.where(adjustable, 1, base).astype(np.int64)
+        hi = np.where(adjustable, opts.cycle_max_s, base).astype(np.int64)
+        from engine.plan import phase_kind
+
+        kinds = tuple("green" if a else phase_kind(st) for st, a in zip(states, adjustable, strict=True))
+        return list(range(len(states))), tuple(states), np.asarray(base, np.int64), np.asarray(adjustable, bool), \
+            lo, hi, kinds
     phases = list(net.phases_of(s))
     states = tuple(net.phase_states[p] for p in phases)
     base = np.array([max(1, int(round(net.phase_duration_s[p]))) for p in phases], np.int64)
@@ -396,11 +412,13 @@ def _coordination_groups(net, demand, chosen: list[int], opts: OptimiseOptions) 
 
 
 def build_instance(net, demand, options: OptimiseOptions, scenario: str = "", ctx=None,
-                   net_file=None) -> Instance:
+                   net_file=None, phase_skip: bool = False) -> Instance:
     """The instance of (net, demand, options); raises GronvagError when the request cannot be met.
 
     ``net_file``: the SUMO net the network was compiled from; with it (and ``shared_lanes_by_demand``) movements
     sharing a lane get saturation flows in proportion to their demand (:mod:`engine.optimise.calibrate`).
+    ``phase_skip``: signals whose programs hold green phases they do not need get a reduced structure
+    (:mod:`engine.optimise.structure`; never at signals with pins).
     """
     from engine.optimise.explain import group_cycle_range, signal_cycle_range
     from models.evaluate import prepare
@@ -411,7 +429,6 @@ def build_instance(net, demand, options: OptimiseOptions, scenario: str = "", ct
 
         net = calibrated_network(net, demand, net_file)
     ctx = ctx or prepare(net, demand)
-    tpl = ctx.template()
     if options.signals:
         unknown = [s for s in options.signals if s not in net.signal_index]
         if unknown:
@@ -436,11 +453,22 @@ def build_instance(net, demand, options: OptimiseOptions, scenario: str = "", ct
         if pins.setdefault(s, {}).get(pin.phase, pin.seconds) != pin.seconds:
             raise GronvagError(f"--pin {pin.signal_id}:{pin.phase}: pinned twice to different durations")
         pins[s][pin.phase] = pin.seconds
+    variants = {}
+    if phase_skip:
+        from engine.optimise.structure import skip_structures
+
+        variants = skip_structures(net, [s for s in chosen if s not in pins])
+    all_states = None
+    if variants:
+        all_states = tuple(variants[s][0] if s in variants else tuple(net.phase_states[p] for p in net.phases_of(s))
+                           for s in range(net.n_signals))
+    tpl = ctx.template(all_states)
     flow = demand.mean_arrival_veh_h()
     sat = np.asarray(net.mov_sat_flow_veh_s) * 3600.0
     signals = []
     for s in chosen:
-        phases, states, base, adjustable, lo, hi, kinds = _structure(net, s, options, pins.get(s, {}))
+        phases, states, base, adjustable, lo, hi, kinds = _structure(net, s, options, pins.get(s, {}),
+                                                                     variants.get(s))
         spec = net.signal_spec(s)
         sums = safety_sums(states, spec)
         movements = np.asarray(net.movements_of(s), np.int64)
@@ -465,7 +493,8 @@ def build_instance(net, demand, options: OptimiseOptions, scenario: str = "", ct
         lo_c, hi_c = group_cycle_range([signals[i] for i in comp], options)
         cycles = {signals[i].base_cycle_s for i in comp}
         groups.append(Group(tuple(comp), lo_c, hi_c, cycles.pop() if len(cycles) == 1 else None))
-    return Instance(net, demand, ctx, options, tuple(signals), tuple(groups), scenario)
+    return Instance(net, demand, ctx, options, tuple(signals), tuple(groups), scenario, all_states,
+                    tuple(net.signal_ids[s] for s in sorted(variants)))
 
 
 def _with_range(sig: SignalInstance, rng: tuple[int, int]) -> SignalInstance:

@@ -220,6 +220,44 @@ class CapOracle:
         return solver.Solve(m) in (cp_model.OPTIMAL, cp_model.FEASIBLE)
 
 
+def repair(sig, d0: np.ndarray, cycle_s: int, cap: float | None, time_limit_s: float = 5.0) -> np.ndarray | None:
+    """The durations closest to ``d0`` (least sum of absolute changes) that meet every hard constraint of ``sig``
+    at ``cycle_s`` (and the X cap ``cap`` unless None); None when there are none. Used to bring the current plan
+    into the feasible set with as small a change as possible (an engineer's minimal re-timing)."""
+    m = cp_model.CpModel()
+    c = int(cycle_s)
+    d = [m.NewIntVar(int(sig.lo_s[p]), int(max(sig.lo_s[p], min(sig.hi_s[p], c))), f"d{p}")
+         for p in range(sig.n_phases)]
+    m.Add(sum(d) == c)
+    for cons in sig.sums:
+        e = sum(d[p] for p in cons.phases)
+        if cons.lo:
+            m.Add(e >= cons.lo)
+        if cons.hi:
+            m.Add(e <= cons.hi)
+    if cap is not None:
+        for i in range(sig.movements.size):
+            q = float(sig.mov_flow_veh_h[i])
+            ci = _expr_int(sig.mov_coef[i])
+            if q <= 0 or not ci.any():
+                continue
+            const = int(round(float(sig.mov_const[i]) * SCALE))
+            m.Add(sum(int(ci[p]) * d[p] for p in range(sig.n_phases) if ci[p]) + const
+                  >= int(math.ceil(SCALE * q * c / (sig.mov_sat_veh_h[i] * cap))))
+    dev = []
+    for p in range(sig.n_phases):
+        a = m.NewIntVar(0, c, f"a{p}")
+        m.AddAbsEquality(a, d[p] - int(d0[p]))
+        dev.append(a)
+    m.Minimize(sum(dev))
+    solver = cp_model.CpSolver()
+    solver.parameters.num_workers = 1
+    solver.parameters.max_time_in_seconds = time_limit_s
+    if solver.Solve(m) not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return None
+    return np.array([solver.Value(v) for v in d], np.int64)
+
+
 @dataclass
 class OffsetSolution:
     offsets: np.ndarray  # int64 (n_signals,)

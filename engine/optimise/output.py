@@ -168,6 +168,17 @@ def render_markdown(summary: dict) -> str:
         lines.append(f"| {s['signal_id']} | {s['cycle_s']} (was {s['current']['cycle_s']}) | {s['offset_s']} | "
                      f"{greens} | {s['max_dos']:.2f} | {s['delay_s_per_veh']:.1f} | {s['stops_per_veh']:.2f} | "
                      f"{'; '.join(s['binding']) or '-'} |")
+    sc = summary.get("sim_check")
+    if sc:
+        lines += ["", "## SUMO check", "",
+                  f"Candidates run in SUMO on training seeds {sc['seeds']} ({sc['protocol']} protocol); the plan above "
+                  "is the one with the lowest mean benchmark delay.", "",
+                  "| candidate | cycle(s) [s] | SUMO delay [s/veh] | per seed | predicted objective | chosen |",
+                  "|---|---|---|---|---|---|"]
+        for c in sc["candidates"]:
+            vals = ", ".join(f"{v:.1f}" for v in c["sumo_values"])
+            lines.append(f"| {c['candidate']} | {', '.join(map(str, c['cycles_s']))} | {c['sumo_delay_s']:.1f} | "
+                         f"{vals} | {c['predicted_objective']:.0f} | {'yes' if c['chosen'] else ''} |")
     lines += ["", "## Search", ""]
     for g in summary["groups"]:
         ids = ", ".join(g["signals"][:6]) + (", ..." if len(g["signals"]) > 6 else "")

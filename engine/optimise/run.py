@@ -23,12 +23,11 @@ import numpy as np
 
 from engine.errors import GronvagError
 from engine.optimise.evaluation import GroupEvaluator, outside_departures_veh_h
-from engine.optimise.model import CapOracle, OffsetModel, SolveParams, SplitModel
+from engine.optimise.model import CapOracle, OffsetModel, SolveParams, SplitModel, repair
 from engine.optimise.search import LocalSearch, SearchState, stretch
 from engine.optimise.solution import SignalTiming, Solution, current_solution, to_planset, validate
 
 SPLIT_SHARE, OFFSET_SHARE = 0.40, 0.15
-MAX_TABLE_ENTRIES_PER_SOLVE = 2_000_000
 
 
 class Reporter:
@@ -80,15 +79,34 @@ def _hint_for(sigs, cycle: int) -> list[np.ndarray] | None:
     return out
 
 
+def current_start(sigs, cycle_s: int, oracle) -> tuple[list[np.ndarray], int] | None:
+    """The current splits as a feasible start: unchanged where they meet every hard constraint, else minimally
+    re-timed (:func:`model.repair`). Returns (durations, number of signals changed) or None."""
+    out, changed = [], 0
+    for i, s in enumerate(sigs):
+        cap = oracle.cap(i, cycle_s)
+        if s.base_cycle_s == cycle_s and not s.violations(s.base_s, cap):
+            out.append(s.base_s.copy())
+            continue
+        d = repair(s, s.base_s, cycle_s, cap)
+        if d is None:
+            return None
+        out.append(d)
+        changed += 1
+    return out, changed
+
+
 def optimise_group(inst, gi: int, dep_veh_h: np.ndarray, budget_s: float, deadline: float,
-                   reporter: Reporter) -> GroupOutcome:
+                   reporter: Reporter, cycle_s: int | None = None, from_current: bool = False) -> GroupOutcome:
     """One group. ``budget_s`` sizes the CP-SAT solves (deterministic time, so results do not depend on the machine's
-    load); ``deadline`` (perf_counter time) is the wall-clock cap of the whole group."""
+    load); ``deadline`` (perf_counter time) is the wall-clock cap of the whole group. ``cycle_s``: optimise at this
+    cycle only (clipped to the group's feasible range). ``from_current``: no CP-SAT; the local search starts from
+    the current plan (minimally re-timed where it breaks a hard constraint) at the current cycle."""
     opts = inst.options
     g = inst.groups[gi]
     sigs = [inst.signals[i] for i in g.members]
     k = opts.stop_cost_s
-    ge = GroupEvaluator(inst.ctx, sigs, k, dep_veh_h)
+    ge = GroupEvaluator(inst.ctx, sigs, k, dep_veh_h, inst.template)
     period_h = float(inst.ctx.cyclic_opts.period_h)
     t_start = time.perf_counter()
     budget = max(0.5, float(budget_s))
@@ -100,14 +118,28 @@ def optimise_group(inst, gi: int, dep_veh_h: np.ndarray, budget_s: float, deadli
     base_obj = float(ge.score(base_d[None], base_o[None]).objective[0]) if g.base_cycle_s else float("nan")
     log["current_objective"] = base_obj
 
-    # 1. cycle scan: CP-SAT splits per candidate cycle
+    # 1. cycle scan: CP-SAT splits per candidate cycle (as many cycles as the budget allows: a split model costs
+    # about 0.3 s plus 1 s per 12 000 table entries on one core)
     entries_per_cycle = max(1, int(sum(np.count_nonzero(s.mov_flow_veh_h > 0) for s in sigs) * 80))
-    n_cycles = int(np.clip(MAX_TABLE_ENTRIES_PER_SOLVE * 4 // entries_per_cycle, 2, 9))
-    cycles = candidate_cycles(g.cycle_lo_s, g.cycle_hi_s, g.base_cycle_s, n_cycles)
+    est_s = 0.3 + entries_per_cycle / 12_000
+    n_cycles = int(np.clip(budget * SPLIT_SHARE / est_s, 1, 9))
+    if from_current and g.base_cycle_s is not None and g.cycle_lo_s <= g.base_cycle_s <= g.cycle_hi_s:
+        cycle_s = g.base_cycle_s
+    if cycle_s is None:
+        if n_cycles > 1:
+            cycles = candidate_cycles(g.cycle_lo_s, g.cycle_hi_s, g.base_cycle_s, n_cycles)
+        elif g.base_cycle_s is not None and g.cycle_lo_s <= g.base_cycle_s <= g.cycle_hi_s:
+            cycles = [int(g.base_cycle_s)]
+        else:
+            cycles = [int((g.cycle_lo_s + g.cycle_hi_s) // 2)]
+        c_range = (g.cycle_lo_s, g.cycle_hi_s)
+    else:
+        c_fixed = int(min(max(cycle_s, g.cycle_lo_s), g.cycle_hi_s))
+        cycles, c_range = [c_fixed], (c_fixed, c_fixed)
     per_solve = budget * SPLIT_SHARE / len(cycles)
     oracle = CapOracle(sigs, opts.max_dos)
     scan = []
-    for c in cycles:
+    for c in ([] if from_current else cycles):
         reporter.stage(f"group {gi + 1}/{len(inst.groups)}: CP-SAT splits at cycle {c} s")
         caps = [oracle.cap(s, c) for s in range(len(sigs))]
         model = SplitModel(sigs, c, period_h=period_h, stop_cost_s=k, caps=caps, hint=_hint_for(sigs, c))
@@ -116,17 +148,18 @@ def optimise_group(inst, gi: int, dep_veh_h: np.ndarray, budget_s: float, deadli
         if not sol.durations:
             continue
         scan.append((c, sol))
-    if not scan:
+    if not scan and not from_current:
         raise GronvagError(f"CP-SAT found no timing for the group of {sigs[0].signal_id} within the time limit "
                            "(raise --time-limit)")
-    D = np.stack([np.concatenate(sol.durations) for _, sol in scan])
-    O = np.stack([_scaled_offsets(sigs, c) for c, _ in scan])
-    scores = ge.score(D, O).objective
+    D = np.stack([np.concatenate(sol.durations) for _, sol in scan]) if scan else np.zeros((0, base_d.size))
+    O = np.stack([_scaled_offsets(sigs, c) for c, _ in scan]) if scan else np.zeros((0, len(sigs)))
+    scores = ge.score(D, O).objective if scan else np.zeros(0)
     log["cycle_scan"] = {int(c): {"cpsat": sol.status, "split_cost": sol.objective, "model": float(v),
                                   "x_cap_attainable": sum(oracle.attainable(s, c) for s in range(len(sigs)))}
                          for (c, sol), v in zip(scan, scores, strict=True)}
     order = np.argsort(scores, kind="stable")
-    reporter.objective(float(scores[order[0]]))
+    if scan:
+        reporter.objective(float(scores[order[0]]))
 
     # 2. offsets for the two best cycles
     starts = []
@@ -151,13 +184,17 @@ def optimise_group(inst, gi: int, dep_veh_h: np.ndarray, budget_s: float, deadli
         starts.append((f"CP-SAT at cycle {c} s",
                        SearchState(c, [d.copy() for d in sol.durations], offsets.astype(np.int64), np.inf)))
     log["offsets_wall_s"] = time.perf_counter() - t_off
-    # the current plan is a start too when it is feasible (with the X cap wherever it is attainable)
+    # the current plan is a start too (minimally re-timed where it breaks a hard constraint, the X cap included)
     cb = g.base_cycle_s
-    if cb is not None and g.cycle_lo_s <= cb <= g.cycle_hi_s:
-        if all(not s.violations(s.base_s, oracle.cap(i, cb)) for i, s in enumerate(sigs)):
-            starts.append(("current plan", SearchState(cb, [s.base_s.copy() for s in sigs], base_o.copy(), np.inf)))
-        else:
-            log["current_plan"] = "infeasible: breaks the X cap where it is attainable"
+    if cb is not None and c_range[0] <= cb <= c_range[1]:
+        cs = current_start(sigs, cb, oracle)
+        if cs is not None:
+            label = "current plan" if cs[1] == 0 else f"current plan (re-timed at {cs[1]} signals for the X cap)"
+            if inst.skipped:
+                label = "current durations in the reduced phase structure"
+            starts.append((label, SearchState(cb, cs[0], base_o.copy(), np.inf)))
+    if not starts:
+        raise GronvagError(f"no feasible start for the group of {sigs[0].signal_id} (raise --time-limit)")
     sc = ge.score(np.stack([st.flat() for _, st in starts]), np.stack([st.offsets for _, st in starts])).objective
     best = int(np.argmin(sc))
     label, state = starts[best]
@@ -170,7 +207,7 @@ def optimise_group(inst, gi: int, dep_veh_h: np.ndarray, budget_s: float, deadli
     # 3. local search
     if opts.search:
         reporter.stage(f"group {gi + 1}/{len(inst.groups)}: local search on the cyclic model")
-        ls = LocalSearch(ge, oracle.cap, (g.cycle_lo_s, g.cycle_hi_s), seed=opts.seed)
+        ls = LocalSearch(ge, oracle.cap, c_range, seed=opts.seed)
         state = ls.run(state, deadline, max_rounds=opts.search_rounds,
                        on_progress=lambda obj, _st: reporter.objective(obj))
         log["search"] = {"rounds": ls.stats.rounds, "evaluations": ls.stats.evaluations,
@@ -201,20 +238,26 @@ class OptimiseResult:
     optimised: tuple  # the same for the solution
 
 
-def optimise(inst, reporter: Reporter | None = None) -> OptimiseResult:
-    """Optimise every group of the instance; the solution is validated before it is returned."""
+def optimise(inst, reporter: Reporter | None = None, cycle_s: int | None = None,
+             time_limit_s: float | None = None, from_current: bool = False) -> OptimiseResult:
+    """Optimise every group of the instance; the solution is validated before it is returned.
+
+    ``cycle_s``: every group at this cycle (clipped to its range) instead of choosing; ``time_limit_s``: instead of
+    the options' time limit.
+    """
     reporter = reporter or Reporter()
     t0 = time.perf_counter()
-    deadline = t0 + inst.options.time_limit_s
+    limit = float(time_limit_s if time_limit_s is not None else inst.options.time_limit_s)
+    deadline = t0 + limit
     dep = outside_departures_veh_h(inst.ctx)
     sizes = np.array([sum(inst.signals[i].movements.size for i in g.members) for g in inst.groups], np.float64)
     outcomes = []
     timings: list[SignalTiming | None] = [None] * len(inst.signals)
     for gi in range(len(inst.groups)):
         now = time.perf_counter()
-        g_budget = inst.options.time_limit_s * sizes[gi] / sizes.sum()
+        g_budget = limit * sizes[gi] / sizes.sum()
         g_deadline = min(deadline, now + max(0.2, (deadline - now) * sizes[gi] / sizes[gi:].sum()))
-        out = optimise_group(inst, gi, dep, g_budget, g_deadline, reporter)
+        out = optimise_group(inst, gi, dep, g_budget, g_deadline, reporter, cycle_s, from_current)
         outcomes.append(out)
         for k, i in enumerate(out.members):
             timings[i] = SignalTiming(inst.signals[i].signal_id, int(out.cycle_s), int(out.offsets[k]),
@@ -230,5 +273,24 @@ def optimise(inst, reporter: Reporter | None = None) -> OptimiseResult:
     return OptimiseResult(Solution(sol.timings, new[0], stats), outcomes, cur, new)
 
 
+def result_of(inst, sol: Solution, log: str = "given plan") -> OptimiseResult:
+    """An OptimiseResult for a given solution (no search): per-group evaluators and whole-network scores."""
+    dep = outside_departures_veh_h(inst.ctx)
+    outcomes = []
+    for g in inst.groups:
+        sigs = [inst.signals[i] for i in g.members]
+        ge = GroupEvaluator(inst.ctx, sigs, inst.options.stop_cost_s, dep, inst.template)
+        d = [sol.durations(i) for i in g.members]
+        o = np.array([sol.timings[i].offset_s for i in g.members], np.int64)
+        c = sol.timings[g.members[0]].cycle_s
+        obj = float(ge.score(np.concatenate(d)[None], o[None]).objective[0])
+        outcomes.append(GroupOutcome(g.members, c, d, o, [sol.timings[i].cap_enforced for i in g.members], obj,
+                                     obj, ge, {"start": log, "objective": obj}))
+    new = network_objective(inst, to_planset(inst, sol))
+    cur = network_objective(inst, None)
+    return OptimiseResult(Solution(sol.timings, new[0], {"wall_s": 0.0, "current_objective": cur[0]}), outcomes,
+                          cur, new)
+
+
 __all__ = ["GroupOutcome", "OptimiseResult", "Reporter", "candidate_cycles", "current_solution", "network_objective",
-           "optimise", "optimise_group"]
+           "optimise", "optimise_group", "result_of"]

@@ -1,0 +1,186 @@
+"""Optional SUMO check: the model proposes, SUMO disposes (``gronvag optimise --sim-check``).
+
+The cyclic model misses what happens when queues outgrow short links (spillback into upstream junctions), how
+buses and pedestrians eat into capacity, and how SUMO's drivers actually share lanes. Its ranking of plans that
+differ in the common cycle is the least reliable part (measured: it prefers long cycles on grids and short links
+where SUMO clearly prefers short ones). So, when asked, the optimiser proposes a handful of model-optimal plans
+that differ in the cycle:
+
+* the model's own choice (cycle chosen by the model, splits and offsets optimised),
+* for each of ``cycles`` cycle levels spread over the feasible range (and the current cycle), the model-optimal
+  splits and offsets at that cycle,
+* the current plan (minimally re-timed where it breaks a hard constraint, the X cap included), as it is and as
+  the starting point of the model's local search at the current cycle,
+
+runs each in SUMO on *training* seeds (default 1001 and 1002, disjoint from the seeds of any proof run), and keeps
+the plan with the lowest mean benchmark delay. A second round tries the cycles halfway to the neighbours of the
+winner. Every candidate meets every hard constraint, so the choice is among safe plans only; the SUMO figures of
+all candidates go into the summary.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+KPI = "benchmark_delay_s"
+
+
+@dataclass(frozen=True)
+class SimCheckOptions:
+    seeds: tuple[int, ...] = (1001, 1002)
+    cycles: int = 4  # cycle levels besides the model's choice and the current cycle
+    rounds: int = 2
+    protocol: str = "default"
+    jobs: int = 2
+    model_time_s: float = 10.0  # model time for each fixed-cycle candidate
+
+
+@dataclass
+class Candidate:
+    label: str
+    result: object  # OptimiseResult
+    cycles: tuple[int, ...]
+    inst: object = None  # the Instance the result belongs to
+    sumo_delay_s: float = math.nan
+    sumo_values: tuple[float, ...] = ()
+
+
+def spread_cycles(inst, n: int) -> list[int]:
+    """n cycle levels over the union of the groups' ranges (multiples of 5 s), plus every group's current cycle."""
+    lo = min(g.cycle_lo_s for g in inst.groups)
+    hi = max(g.cycle_hi_s for g in inst.groups)
+    levels = {int(min(hi, max(lo, 5 * round(c / 5)))) for c in np.linspace(lo, hi, max(n, 1))}
+    levels |= {g.base_cycle_s for g in inst.groups if g.base_cycle_s is not None and lo <= g.base_cycle_s <= hi}
+    return sorted(levels)
+
+
+def _run_sumo(cands: list[Candidate], spec: str, routes, begin, end, opts: SimCheckOptions, workdir: Path,
+              reporter) -> None:
+    from engine.optimise.solution import to_planset
+    from engine.plan import encode_planset
+    from sim.evaluate import evaluate
+    from sim.planio import atomic_write
+
+    for k, c in enumerate(cands):
+        if not math.isnan(c.sumo_delay_s):
+            continue
+        reporter.stage(f"SUMO check {k + 1}/{len(cands)}: {c.label}")
+        d = workdir / f"cand{k:02d}"
+        plan = d / "plan.json"
+        atomic_write(plan, encode_planset(to_planset(c.inst, c.result.solution)))
+        recs = evaluate(spec, ["plan"], list(opts.seeds), d / "runs", plan=str(plan), protocol=opts.protocol,
+                        routes=routes, begin_s=begin, end_s=end, jobs=opts.jobs, progress=False)
+        vals = [r["kpi"][KPI] for r in recs if r.get("status") == "ok" and r.get("kpi")
+                and r["kpi"].get(KPI) is not None]
+        c.sumo_values = tuple(float(v) for v in vals)
+        c.sumo_delay_s = float(np.mean(vals)) if len(vals) == len(opts.seeds) else math.inf
+
+
+class _SubOracle:
+    """A CapOracle of all instance signals seen through a group's member indices."""
+
+    def __init__(self, oracle, members):
+        self.oracle = oracle
+        self.members = list(members)
+
+    def cap(self, k: int, cycle_s: int):
+        return self.oracle.cap(self.members[k], cycle_s)
+
+
+def sim_select(inst, model_result, spec: str, opts: SimCheckOptions, workdir: Path, reporter, routes=None,
+               begin=None, end=None, base_inst=None):
+    """Returns (chosen OptimiseResult, its Instance, the candidate records for the summary).
+
+    ``inst`` proposes the model candidates; ``base_inst`` (default ``inst``) is the instance with the programs' own
+    phase structure, for the current-plan candidates (and, when it differs from ``inst``, the model's choice in the
+    programs' structure as one more candidate).
+    """
+    base_inst = base_inst or inst
+    from engine.optimise.model import CapOracle
+    from engine.optimise.run import current_start, optimise, result_of
+    from engine.optimise.solution import current_solution, validate
+
+    t0 = time.perf_counter()
+
+    def cyc(res) -> tuple[int, ...]:
+        return tuple(sorted({t.cycle_s for t in res.solution.timings}))
+
+    cands = [Candidate("model's choice", model_result, cyc(model_result), inst)]
+    seen = {cands[0].cycles}
+
+    def add_cycle(c: int) -> None:
+        res = optimise(inst, reporter, cycle_s=int(c), time_limit_s=opts.model_time_s)
+        key = cyc(res)
+        if key not in seen:
+            seen.add(key)
+            cands.append(Candidate(f"model at cycle {c} s", res, key, inst))
+
+    for c in spread_cycles(inst, opts.cycles):
+        add_cycle(c)
+    # the current plan (minimally re-timed where it breaks a hard constraint), as it is and polished by the model
+    if base_inst is not inst:
+        res = optimise(base_inst, reporter, time_limit_s=opts.model_time_s)
+        cands.append(Candidate("model's choice in the programs' phase structure", res, cyc(res), base_inst))
+    oracle = CapOracle(base_inst.signals, base_inst.options.max_dos)
+    cur = current_solution(base_inst)
+    timings = list(cur.timings)
+    changed = 0
+    for g in base_inst.groups:
+        if g.base_cycle_s is None or not g.cycle_lo_s <= g.base_cycle_s <= g.cycle_hi_s:
+            timings = None
+            break
+        cs = current_start([base_inst.signals[i] for i in g.members], g.base_cycle_s,
+                           _SubOracle(oracle, g.members))
+        if cs is None:
+            timings = None
+            break
+        changed += cs[1]
+        for k, i in enumerate(g.members):
+            t = timings[i]
+            timings[i] = t.__class__(t.signal_id, t.cycle_s, t.offset_s, tuple(int(v) for v in cs[0][k]),
+                                     oracle.attainable(i, t.cycle_s))
+    if timings is not None:
+        sol = cur.__class__(tuple(timings))
+        if not validate(base_inst, sol):
+            label = "current plan" if changed == 0 else f"current plan re-timed for the X cap ({changed} signals)"
+            cands.append(Candidate(label, result_of(base_inst, sol, label), tuple(sorted({t.cycle_s for t in timings})),
+                                   base_inst))
+            res = optimise(base_inst, reporter, time_limit_s=opts.model_time_s, from_current=True)
+            if any(not np.array_equal(res.solution.durations(i), sol.durations(i))
+                   or res.solution.timings[i].offset_s != sol.timings[i].offset_s
+                   for i in range(len(base_inst.signals))):
+                cands.append(Candidate("current plan polished by the model", res, cyc(res), base_inst))
+    workdir.mkdir(parents=True, exist_ok=True)
+    _run_sumo(cands, spec, routes, begin, end, opts, workdir, reporter)
+    for _ in range(max(0, opts.rounds - 1)):
+        best = min(cands, key=lambda c: c.sumo_delay_s)
+        if len(best.cycles) != 1:
+            break
+        c0 = best.cycles[0]
+        others = sorted({c.cycles[0] for c in cands if len(c.cycles) == 1 and c.cycles[0] != c0})
+        below = [c for c in others if c < c0]
+        above = [c for c in others if c > c0]
+        tries = []
+        if below:
+            tries.append((below[-1] + c0) // 2)
+        if above:
+            tries.append((above[0] + c0 + 1) // 2)
+        n_before = len(cands)
+        for c in tries:
+            if c != c0:
+                add_cycle(c)
+        if len(cands) == n_before:
+            break
+        _run_sumo(cands, spec, routes, begin, end, opts, workdir, reporter)
+    best = min(cands, key=lambda c: (c.sumo_delay_s, c.label != "model's choice"))
+    table = [{"candidate": c.label, "cycles_s": list(c.cycles), "sumo_delay_s": c.sumo_delay_s,
+              "sumo_values": list(c.sumo_values), "predicted_objective": c.result.solution.objective,
+              "chosen": c is best} for c in cands]
+    info = {"seeds": list(opts.seeds), "protocol": opts.protocol, "wall_s": time.perf_counter() - t0,
+            "candidates": table}
+    return best.result, best.inst, info

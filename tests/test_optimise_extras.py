@@ -1,0 +1,100 @@
+"""engine.optimise extras: phase-skipping structures, shared-lane calibration, the SUMO check."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.optimise import OptimiseOptions, build_instance, optimise, to_planset, validate
+from engine.optimise.structure import build_transition, covers
+from engine.safety import SignalSpec, check_plan
+from tests.conftest import shared_scenario
+
+
+def _spec(n: int, conflicts: list[tuple[int, int]], yellow=3, allred=2, redamber=1) -> SignalSpec:
+    c = np.zeros((n, n), bool)
+    for a, b in conflicts:
+        c[a, b] = c[b, a] = True
+    return SignalSpec("T", np.full(n, 5), np.zeros(n, np.int32), np.full(n, yellow), np.full(n, redamber), allred, c)
+
+
+def test_build_transition_yellow_allred_redamber():
+    spec = _spec(3, [(0, 1)])
+    seq = build_transition("GrG", "rGG", spec)
+    assert seq == [("yrG", 3), ("rrG", 2), ("ruG", 1)]  # group 2 stays green throughout
+    assert build_transition("GrG", "GrG", spec) == []
+
+
+def test_covers_keep_every_group():
+    states = ("GGrr", "yyrr", "GrrG", "yrry", "rrGG", "rryy", "rGGr", "ryyr")
+    found = covers(states)
+    assert (0, 4) in found  # {0,1} and {2,3} cover every group
+    for keep in found:
+        assert len(keep) < 4
+        green = set().union(*({i for i, ch in enumerate(states[p]) if ch == "G"} for p in keep))
+        assert green == {0, 1, 2, 3}
+
+
+def test_phase_skip_on_resco_grid_is_safe_and_serves_every_group():
+    from sim.scenario import compile_scenario
+
+    comp = compile_scenario(shared_scenario("grid4x4"))
+    inst = build_instance(comp.net, comp.demand, OptimiseOptions(time_limit_s=4, search_rounds=5), phase_skip=True,
+                          net_file=comp.scenario.net_file)
+    assert len(inst.skipped) == comp.net.n_signals
+    res = optimise(inst)
+    assert validate(inst, res.solution) == []
+    for plan in to_planset(inst, res.solution).plans:
+        s = comp.net.signal_index[plan.signal_id]
+        assert check_plan(plan, comp.net.signal_spec(s)) == []
+        ever = {i for p in comp.net.phases_of(s) for i, ch in enumerate(comp.net.phase_states[p]) if ch in "Gg"}
+        now = {i for ph in plan.phases for i, ch in enumerate(ph.state) if ch in "Gg"}
+        assert ever == now
+        assert len(plan.phases) < len(comp.net.phases_of(s))
+
+
+def test_shared_lanes_divided_by_demand():
+    from engine.optimise.calibrate import shared_lane_sat_flows
+    from sim.harness import _lanes_from_net
+    from sim.scenario import compile_scenario
+
+    comp = compile_scenario(shared_scenario("cologne1"))
+    net, dem = comp.net, comp.demand
+    sat = shared_lane_sat_flows(net, dem, comp.scenario.net_file) * 3600
+    _, conn = _lanes_from_net(comp.scenario.net_file)
+    q = dem.mean_arrival_veh_h()
+    lanes = {m: conn[(net.mov_from_edge[m], net.mov_to_edge[m])][0] for m in range(net.n_movements)}
+    # movements alone on their lanes keep the compiler's saturation flow
+    for m, ls in lanes.items():
+        if all(sum(ln in v for v in lanes.values()) == 1 for ln in ls):
+            assert sat[m] == pytest.approx(net.mov_sat_flow_veh_s[m] * 3600)
+    # movements that share one lane (and use no other) get shares in proportion to demand: equal sat / q
+    shared = [ln for ln in {x for v in lanes.values() for x in v} if sum(ln in v for v in lanes.values()) > 1]
+    assert shared
+    checked = 0
+    for ln in shared:
+        ms = [m for m, v in lanes.items() if v == [ln] and q[m] > 0]
+        for a, b in zip(ms, ms[1:], strict=False):
+            assert sat[a] / q[a] == pytest.approx(sat[b] / q[b], rel=1e-9)
+            checked += 1
+    assert checked
+
+
+def test_sim_check_picks_a_valid_candidate(tmp_path):
+    from engine.optimise.run import Reporter
+    from engine.optimise.simcheck import SimCheckOptions, sim_select
+    from sim.scenario import compile_scenario
+
+    folder = shared_scenario("cologne1")
+    comp = compile_scenario(folder)
+    inst = build_instance(comp.net, comp.demand, OptimiseOptions(time_limit_s=3, search_rounds=5),
+                          net_file=comp.scenario.net_file)
+    res = optimise(inst)
+    opts = SimCheckOptions(seeds=(1001,), cycles=2, rounds=1, protocol="resco", jobs=1, model_time_s=2)
+    chosen, chosen_inst, info = sim_select(inst, res, str(folder), opts, tmp_path, Reporter())
+    assert validate(chosen_inst, chosen.solution) == []
+    table = info["candidates"]
+    assert sum(c["chosen"] for c in table) == 1
+    best = min(table, key=lambda c: c["sumo_delay_s"])
+    assert best["chosen"] and np.isfinite(best["sumo_delay_s"])
+    assert any(c["candidate"].startswith("current plan") for c in table)
