@@ -126,7 +126,9 @@ def prove(scenario: str, plan_files: list[tuple[str, Path]], seeds: list[int], w
     return rows
 
 
-def render(rows: list[dict], command: str, scenario: str, window: str) -> str:
+def render(rows: list[dict], command: str, scenario: str, window: str, note: str = "") -> str:
+    from controllers.virtual import RUNNER_OFFSET_SIGN
+
     ok = all(not r["kpi_differ"] and r["per_signal_equal"] and r["state_mismatch_signal_s"] == 0 for r in rows)
     lines = ["# Controller link: SUMO -> engine -> ZeroMQ -> controllers -> SUMO", "",
              f"Made by `{command}` ({time.strftime('%Y-%m-%d %H:%M')}).", "",
@@ -163,6 +165,15 @@ def render(rows: list[dict], command: str, scenario: str, window: str) -> str:
               "phase its plan shows at the window's begin, resume the persisted plan and reconnect. The remote wall "
               "time includes that start-up and the harness's second-by-second stepping (the in-process run advances "
               "SUMO in one call).", ""]
+    if RUNNER_OFFSET_SIGN > 0:
+        lines += ["Offsets: SUMO (and the models and the optimiser) show a program with offset o at program time "
+                  "(t - o) mod C; `controllers.signal.program_state` counts (t + o) mod C. The virtual network "
+                  "therefore serves every plan (and fallback) with offset (-o) mod C, so that the controllers show "
+                  "what SUMO shows; served unchanged, every plan would run mirrored in offset (the network's "
+                  "start-up check refuses that). `controllers.virtual.RUNNER_OFFSET_SIGN` drops the conversion by "
+                  "itself once `controllers.signal` follows SUMO.", ""]
+    if note:
+        lines += [note, ""]
     return "\n".join(lines)
 
 
@@ -184,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--end", type=float, help="window end, s (default: the scenario's)")
     ap.add_argument("--out", type=Path, default=RESULTS, help="folder of controller_link.md/.json (default "
                                                               "bench/results)")
+    ap.add_argument("--note", default="", help="a line for the report (e.g. how a plan file was made)")
     ap.add_argument("--work", type=Path, help="keep the runs' SUMO outputs here (default: a temporary folder)")
     a = ap.parse_args(argv)
     from sim.evaluate import parse_seeds
@@ -211,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     comp = compile_scenario(a.scenario, end_s=a.end)
     window = f"{comp.scenario.begin_s:g}-{comp.scenario.end_s:g} s"
     command = "python -m bench.prove_controller_link " + shlex.join(argv if argv is not None else sys.argv[1:])
-    atomic_write(a.out / "controller_link.md", render(rows, command.strip(), a.scenario, window))
+    atomic_write(a.out / "controller_link.md", render(rows, command.strip(), a.scenario, window, a.note))
     atomic_write(a.out / "controller_link.json", json.dumps(rows, indent=1))
     print(f"wrote {a.out / 'controller_link.md'}")
     same = all(not r["kpi_differ"] and r["per_signal_equal"] and r["state_mismatch_signal_s"] == 0 for r in rows)

@@ -41,6 +41,7 @@ folder removed) and writes ``controller_link.json`` (acknowledgements, switches,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -148,13 +149,23 @@ def own_program(net, s: int) -> SignalPlan:
 
 
 def controller_ids(signal_ids: Sequence[str]) -> list[str]:
-    """A controller id per signal: the signal id where it is a valid controller id, else ``tls<index>``."""
-    out = []
-    for s, sid in enumerate(signal_ids):
+    """A controller id per signal, all distinct: the signal id where it is a valid controller id, else ``tls<index>``
+    (with a suffix if that is taken)."""
+    valid = []
+    for sid in signal_ids:
         try:
-            out.append(check_id(sid))
+            valid.append(check_id(sid))
         except GronvagError:
-            out.append(f"tls{s}")
+            valid.append(None)
+    taken = {v for v in valid if v is not None}
+    out = []
+    for s, v in enumerate(valid):
+        if v is None:
+            v = f"tls{s}"
+            while v in taken:
+                v += "_"
+            taken.add(v)
+        out.append(v)
     return out
 
 
@@ -226,8 +237,7 @@ class VirtualNetwork(Controller):
         t_wall = time.perf_counter()
         self.net = net
         self._cids = controller_ids(net.signal_ids)
-        self._specs = [msgspec.structs.replace(net.signal_spec(s), signal_id=self._cids[s])
-                       if self._cids[s] != net.signal_ids[s] else net.signal_spec(s) for s in range(net.n_signals)]
+        self._specs = [dataclasses.replace(net.signal_spec(s), signal_id=self._cids[s]) for s in range(net.n_signals)]
         self._fallbacks = [self._as_controller_plan(own_program(net, s), s) for s in range(net.n_signals)]
         for s, fb in enumerate(self._fallbacks):
             errs = check_plan(fb, self._specs[s])

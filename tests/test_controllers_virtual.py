@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from bench.prove_controller_link import variant_plan_set
-from controllers.virtual import VirtualNetwork, own_program, sumo_state
+from controllers.virtual import VirtualNetwork, controller_ids, own_program, sumo_state
 from engine.errors import GronvagError
 from engine.plan import Phase, PlanSet, SignalPlan, encode_planset, phase_kind
 from engine.safety import GREEN_MAJOR, GREEN_MINOR, check_plan, encode_state
@@ -204,3 +204,7 @@ def test_unsafe_plan_refused_and_close_releases_everything(corridor, tmp_path):
     assert {t.ident for t in threading.enumerate() if t.is_alive()} <= threads_before
     with pytest.raises(GronvagError, match="activation"):
         VirtualNetwork(ps, activation="later")
+
+
+def test_controller_ids_are_valid_and_distinct():
+    assert controller_ids(["J1", "cluster 7#2", "tls1", "GS_a:b"]) == ["J1", "tls1_", "tls1", "GS_a:b"]
