@@ -5,6 +5,11 @@
 
 Arguments are parsed here into :class:`OptimiseOptions`; errors the user can fix (unknown scenario or signal, a
 request no timing can meet) end as one line on stderr and exit code 2, with no output written.
+
+One plan per signal for the whole demand window (its validity period is the window); time-of-day plans from the
+time-sliced demand are not made yet. ``--time-limit`` bounds the model optimisation (scenario compile excluded);
+``--sim-check`` adds SUMO runs on training seeds after it (see :mod:`engine.optimise.simcheck`). ``--help`` needs a
+SCENARIO before it when called through ``gronvag`` (``gronvag optimise x --help``).
 """
 
 from __future__ import annotations

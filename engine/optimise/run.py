@@ -12,6 +12,10 @@
 The wall-clock budget (``time_limit_s``) is shared between groups by size; within a group 40 % goes to step 1,
 15 % to step 2 and the rest to step 3. The result is validated (:func:`solution.validate`) and scored on the whole
 network (``models.evaluate.evaluate_cyclic``) next to the current programs.
+
+Variants: ``cycle_s`` optimises at one given cycle, ``from_current`` runs only the local search from the current
+plan (both used by :mod:`engine.optimise.simcheck`); a phase-skipping instance (``build_instance(phase_skip=True)``)
+optimises reduced phase structures the same way.
 """
 
 from __future__ import annotations
