@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--note", default="", help="text appended under the table")
     ap.add_argument("--optimise-args", default="", help="extra arguments for gronvag optimise")
+    ap.add_argument("--phase-skip", action="store_true", help="optimise with --phase-skip")
     ap.add_argument("--sim-check", action="store_true",
                     help="optimise with --sim-check (SUMO picks among model plans on training seeds 1001,1002)")
     args = ap.parse_args(argv)
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         protocol = args.protocol or protocol
         plan_dir = out / "plans" / name
         t0 = time.perf_counter()
-        extra = shlex.split(args.optimise_args)
+        extra = shlex.split(args.optimise_args) + (["--phase-skip"] if args.phase_skip else [])
         if args.sim_check:
             extra += ["--sim-check", "--protocol", protocol, "--jobs", str(args.jobs)]
         rc = optimise_main([spec, "--out", str(plan_dir), "--time-limit", f"{args.time_limit:g}", "--seed", "1",
