@@ -45,7 +45,37 @@ def _stats(records: list[dict], controller: str) -> dict:
             "values": vals}
 
 
-def render(rows: list[dict], command: str, seeds: str, note: str) -> str:
+def sim_check_section(rows: list[dict], out: Path) -> list[str]:
+    """Where the chosen plans came from: the SUMO check's candidates on its training seeds, per scenario."""
+    lines = []
+    for r in rows:
+        f = out / "plans" / r["scenario"] / "summary.json"
+        if not f.is_file():
+            continue
+        sc = json.loads(f.read_text()).get("sim_check")
+        if not sc:
+            continue
+        if not lines:
+            lines = ["", "## Where the plans come from (SUMO check on training seeds "
+                     f"{', '.join(map(str, sc['seeds']))}, never the seeds above)", "",
+                     "| scenario | chosen candidate | its delay | model's own choice | current plan "
+                     "| model at other cycles |", "|---|---|---|---|---|---|"]
+        cands = sc["candidates"]
+        chosen = next(c for c in cands if c["chosen"])
+
+        def find(prefix, cands=cands):
+            c = next((c for c in cands if c["candidate"].startswith(prefix)), None)
+            return f"{c['sumo_delay_s']:.1f} (cycle {', '.join(map(str, c['cycles_s']))})" if c else "-"
+
+        others = ", ".join(f"{c['cycles_s'][0] if len(c['cycles_s']) == 1 else c['cycles_s']} s: "
+                           f"{c['sumo_delay_s']:.0f}" for c in cands if c["candidate"].startswith("model at cycle"))
+        own = find("model's choice")
+        lines.append(f"| {r['scenario']} | {chosen['candidate']} | {chosen['sumo_delay_s']:.1f} | "
+                     f"{own} | {find('current plan')} | {others} |")
+    return lines
+
+
+def render(rows: list[dict], command: str, seeds: str, note: str, out: Path | None = None) -> str:
     lines = ["# Optimiser proof in SUMO", "", f"Made by `{command}` ({time.strftime('%Y-%m-%d %H:%M')}).", "",
              "Benchmark delay per vehicle [s] (../shared/scenarios/README.md: time loss + depart delay, plus "
              "never-departed vehicles), mean over seeds (median in brackets); seeds " + seeds + ". Plan: "
@@ -77,6 +107,8 @@ def render(rows: list[dict], command: str, seeds: str, note: str) -> str:
                      f"{r.get('optimise_wall_s', float('nan')):.1f} |")
     if gains:
         lines += ["", f"Mean change against fixed over {len(gains)} scenarios: {np.mean(gains):+.1f} %."]
+    if out is not None:
+        lines += sim_check_section(rows, out)
     if note:
         lines += ["", note]
     return "\n".join(lines) + "\n"
@@ -99,10 +131,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--note", default="", help="text appended under the table")
     ap.add_argument("--optimise-args", default="", help="extra arguments for gronvag optimise")
     ap.add_argument("--phase-skip", action="store_true", help="optimise with --phase-skip")
+    ap.add_argument("--render-only", metavar="COMMAND",
+                    help="rebuild the table from OUT/rows.json (COMMAND: the command that made the runs)")
     ap.add_argument("--sim-check", action="store_true",
                     help="optimise with --sim-check (SUMO picks among model plans on training seeds 1001,1002)")
     args = ap.parse_args(argv)
     out = Path(args.out)
+    if args.render_only:
+        rows = json.loads((out / "rows.json").read_text())
+        atomic_write(Path(args.table), render(rows, args.render_only, args.seeds, args.note, out))
+        print(f"table in {args.table}")
+        return 0
     seeds = parse_seeds(args.seeds)
     rows = []
     for name in args.scenarios.split(","):
@@ -134,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: " + ", ".join(f"{c} {stats[c]['mean']:.1f}" for c in (*BASELINES, "plan")), flush=True)
         atomic_write(out / "rows.json", json.dumps(rows, indent=1))
     command = "python -m bench.prove_optimiser " + " ".join(shlex.quote(a) for a in argv)
-    atomic_write(Path(args.table), render(rows, command, args.seeds, args.note))
+    atomic_write(Path(args.table), render(rows, command, args.seeds, args.note, out))
     print(f"table in {args.table}")
     return 0
 
