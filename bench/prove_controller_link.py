@@ -127,8 +127,6 @@ def prove(scenario: str, plan_files: list[tuple[str, Path]], seeds: list[int], w
 
 
 def render(rows: list[dict], command: str, scenario: str, window: str, note: str = "") -> str:
-    from controllers.virtual import RUNNER_OFFSET_SIGN
-
     ok = all(not r["kpi_differ"] and r["per_signal_equal"] and r["state_mismatch_signal_s"] == 0 for r in rows)
     lines = ["# Controller link: SUMO -> engine -> ZeroMQ -> controllers -> SUMO", "",
              f"Made by `{command}` ({time.strftime('%Y-%m-%d %H:%M')}).", "",
@@ -165,13 +163,6 @@ def render(rows: list[dict], command: str, scenario: str, window: str, note: str
               "phase its plan shows at the window's begin, resume the persisted plan and reconnect. The remote wall "
               "time includes that start-up and the harness's second-by-second stepping (the in-process run advances "
               "SUMO in one call).", ""]
-    if RUNNER_OFFSET_SIGN > 0:
-        lines += ["Offsets: SUMO (and the models and the optimiser) show a program with offset o at program time "
-                  "(t - o) mod C; `controllers.signal.program_state` counts (t + o) mod C. The virtual network "
-                  "therefore serves every plan (and fallback) with offset (-o) mod C, so that the controllers show "
-                  "what SUMO shows; served unchanged, every plan would run mirrored in offset (the network's "
-                  "start-up check refuses that). `controllers.virtual.RUNNER_OFFSET_SIGN` drops the conversion by "
-                  "itself once `controllers.signal` follows SUMO.", ""]
     if note:
         lines += [note, ""]
     return "\n".join(lines)

@@ -13,7 +13,7 @@ requested plan only at a *safe transition point*:
   transition the new plan itself makes, then the one closest to the new plan's offset (coordination).
 
 Time is an integer number of seconds in the plan's time base (day or simulation seconds): the state shown during
-``[t, t+1)`` is :attr:`PlanRunner.state`. Program time follows the plan schema: ``(t + offset_s) mod cycle_s`` at a
+``[t, t+1)`` is :attr:`PlanRunner.state`. Program time follows the plan schema: ``(t - offset_s) mod cycle_s`` at a
 fresh start; after a switch the new plan runs from the entry phase (offset correction over several cycles is not
 modelled). The class is pure: no clocks, no I/O.
 """
@@ -50,8 +50,8 @@ def _starts(plan: SignalPlan) -> list[int]:
 
 def program_state(plan: SignalPlan, t_s: int) -> tuple[int, int, str]:
     """(phase index, program time s, state) of ``plan`` running undisturbed at time ``t_s``: program time is
-    ``(t_s + offset_s) mod cycle_s`` (the plan schema's offset semantics)."""
-    pt = (int(t_s) + plan.offset_s) % plan.cycle_s
+    ``(t_s - offset_s) mod cycle_s`` (the plan schema's and SUMO's offset semantics)."""
+    pt = (int(t_s) - plan.offset_s) % plan.cycle_s
     start = 0
     for k, ph in enumerate(plan.phases):
         if pt < start + ph.duration_s:
@@ -111,7 +111,7 @@ def entry_candidates(old: SignalPlan, k: int, new: SignalPlan, t_s: int | None =
     position at ``t_s`` (if given)."""
     starts = _starts(new)
     cycle = new.cycle_s
-    want = None if t_s is None else (t_s + new.offset_s) % cycle
+    want = None if t_s is None else (t_s - new.offset_s) % cycle
     exit_state = old.phases[k].state
 
     def rank(j: int) -> tuple[int, int, int]:

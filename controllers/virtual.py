@@ -29,12 +29,6 @@ With ``next_cycle`` or ``at:S`` the controllers start the window on their fallba
 can also be sent during the run (``updates``): at the given simulation second the engine publishes them and the network
 waits until every controller concerned has accepted them; the switches then follow at the runners' safe points.
 
-**Offsets.** SUMO, the plan schema's users (models, optimiser) and :mod:`sim.planio` count program time as
-``(t - offset_s) mod cycle_s``; :func:`controllers.signal.program_state` counts ``(t + offset_s) mod cycle_s``. Until
-the two agree, the network serves every plan (and fallback) with the offset the runner needs to show what SUMO shows,
-``(-offset_s) mod cycle_s``; :data:`RUNNER_OFFSET_SIGN` detects the runner's convention, so the conversion disappears
-by itself once :mod:`controllers.signal` follows SUMO.
-
 :meth:`VirtualNetwork.close` stops everything (engine thread joined, sockets and contexts closed, the temporary
 folder removed) and writes ``controller_link.json`` (acknowledgements, switches, counters) into the run's folder.
 """
@@ -73,36 +67,11 @@ PlanSource = str | Path | PlanSet | Sequence[SignalPlan]
 IO_INTERVAL_S = 0.01  # wall time between two looks at the controllers' sockets during the run
 
 
-def _detect_runner_sign() -> int:
-    """+1 if controllers.signal counts program time as t + offset, -1 if as t - offset (SUMO)."""
-    probe = make_plan("probe", [Phase("G", 1), Phase("y", 1, kind="yellow"), Phase("r", 1, kind="allred")], 1)
-    return 1 if program_state(probe, 0)[0] == 1 else -1
-
-
-RUNNER_OFFSET_SIGN = _detect_runner_sign()
-
-
-def sumo_program_time(plan: SignalPlan, t_s: int) -> int:
-    """Program time SUMO shows at simulation second ``t_s`` for a static program with the plan's offset."""
-    return (int(t_s) - plan.offset_s) % plan.cycle_s
-
-
 def sumo_state(plan: SignalPlan, t_s: int) -> tuple[int, int, str]:
-    """(phase index, seconds into that phase, state) SUMO shows during [t_s, t_s + 1) running ``plan``."""
-    pt = sumo_program_time(plan, t_s)
-    start = 0
-    for k, ph in enumerate(plan.phases):
-        if pt < start + ph.duration_s:
-            return k, pt - start, ph.state
-        start += ph.duration_s
-    raise ValueError(f"{plan.signal_id}: phase durations do not add up to the cycle")
-
-
-def for_runner(plan: SignalPlan) -> SignalPlan:
-    """The plan as a :class:`~controllers.signal.PlanRunner` must receive it to show what SUMO shows for ``plan``."""
-    if RUNNER_OFFSET_SIGN < 0 or plan.offset_s == 0:
-        return plan
-    return msgspec.structs.replace(plan, offset_s=(-plan.offset_s) % plan.cycle_s)
+    """(phase index, seconds into that phase, state) SUMO shows during [t_s, t_s + 1) running ``plan``: program time
+    is (t - offset) mod cycle, the convention the controllers' plan runner follows too."""
+    k, pt, state = program_state(plan, t_s)
+    return k, pt - sum(ph.duration_s for ph in plan.phases[:k]), state
 
 
 def parse_activation(value: str | Activation) -> Activation:
@@ -262,7 +231,7 @@ class VirtualNetwork(Controller):
                 self._publish(self._served, self.activation, at=self.begin_s)
         self._next_update = 0
         self.report.update(startup_wall_s=round(time.perf_counter() - t_wall, 3), exact_start=exact,
-                           activation=self.activation.kind, runner_offset_sign=RUNNER_OFFSET_SIGN)
+                           activation=self.activation.kind)
         log.info("virtual network: %d controllers ready in %.2f s (engine %s, epoch %d)", len(self._agents),
                  time.perf_counter() - t_wall, self._engine.bound_endpoint, self._engine.epoch)
 
@@ -317,7 +286,6 @@ class VirtualNetwork(Controller):
 
     # ------------------------------------------------------------------ plans
     def _as_controller_plan(self, plan: SignalPlan, s: int) -> SignalPlan:
-        plan = for_runner(plan)
         if plan.signal_id != self._cids[s]:
             plan = msgspec.structs.replace(plan, signal_id=self._cids[s])
         return plan
@@ -517,7 +485,7 @@ class VirtualNetwork(Controller):
         agents = []
         self._expected = [running(s) for s in range(self.net.n_signals)]
         for s, plan in enumerate(self._expected):
-            _, into, _ = sumo_state(for_runner(plan), self.begin_s)  # for_runner is its own inverse
+            _, into, _ = sumo_state(plan, self.begin_s)
             self._now = self.begin_s - into
             agents.append(self._agent(s))
         self._now = self.begin_s
@@ -529,7 +497,7 @@ class VirtualNetwork(Controller):
         bad = []
         for s, a in enumerate(self._agents):
             plan = self._expected[s]
-            k, into, _ = sumo_state(for_runner(plan), self.begin_s)
+            k, into, _ = sumo_state(plan, self.begin_s)
             if a.runner.plan != plan or (a.runner.phase, a.runner.elapsed_s) != (k, into):
                 bad.append(f"{a.id}: runs {a.runner.key} phase {a.runner.phase}+{a.runner.elapsed_s} s, SUMO runs "
                            f"{plan.program_id} phase {k}+{into} s")

@@ -4,6 +4,8 @@
 * ``plan``: a plan file (SUMO additional file with tlLogic programs, or a gronvag JSON plan) loaded before the run.
 * ``webster`` / ``webster-coord``: SUMO's tlsCycleAdaptation.py (then tlsCoordinator.py) run on the scenario.
 * ``actuated``: SUMO's gap-based actuated control on the scenario's phases.
+* ``remote``: the plan (or the scenario's own programs) served over the ZeroMQ controller link to one controller
+  agent per traffic light, whose plan runners drive SUMO (controllers.virtual).
 * ``max-pressure``: from detector data, a decision every 5 s: the pressure of a green phase is the sum over its
   signal groups of (vehicles on the incoming lane's last 150 m - vehicles on the outgoing lane's first 100 m);
   minimum green (10 s; ``max-pressure:S`` sets S), yellow, all-red and red-amber through the harness's sequencer,
@@ -27,7 +29,7 @@ from engine.plan import read_planset
 from sim.harness import Controller, Detectors, Observation
 from sim.planio import additional_to_planset, atomic_write, planset_to_additional
 
-CONTROLLERS = ("fixed", "webster", "webster-coord", "actuated", "max-pressure", "plan")
+CONTROLLERS = ("fixed", "webster", "webster-coord", "actuated", "max-pressure", "plan", "remote")
 
 
 class FixedController(Controller):
@@ -177,6 +179,10 @@ def make_controller(name: str, plan: str | Path | None = None) -> Controller:
         if plan is None:
             raise GronvagError("controller 'plan' needs --plan FILE")
         return PlanController(plan)
+    if name == "remote":
+        from controllers.virtual import VirtualNetwork
+
+        return VirtualNetwork(plan)
     if name == "webster":
         return WebsterController(False)
     if name == "webster-coord":

@@ -51,8 +51,12 @@ def test_runs_the_plan_cyclically_with_offset():
     assert states == cyc * 3 and not switches
     assert codes.shape[0] == plan.cycle_s
     # a fresh start with an offset begins at the start of the phase the schedule is in
-    r2 = PlanRunner(four_phase("J1", 25, 15, offset_s=33), SPEC, 0)
-    assert r2.phase == 4 and r2.elapsed_s == 0 and r2.program_s == 31
+    plan2 = four_phase("J1", 25, 15, offset_s=33)
+    r2 = PlanRunner(plan2, SPEC, 0)
+    k, pt, _ = program_state(plan2, 0)
+    assert pt == (0 - 33) % plan2.cycle_s  # SUMO's convention: phase 0 starts at t = offset
+    assert r2.phase == k and r2.elapsed_s == 0
+    assert r2.program_s == sum(ph.duration_s for ph in plan2.phases[:k]) <= pt
 
 
 def test_switch_happens_at_the_end_of_a_green_phase_without_cutting_it():
@@ -226,7 +230,7 @@ def test_program_state_follows_offset_semantics(offset):
     per_second = [ph.state for ph in plan.phases for _ in range(ph.duration_s)]
     for t in range(0, 3 * plan.cycle_s, 7):
         k, pt, state = program_state(plan, t)
-        assert pt == (t + offset) % plan.cycle_s and state == per_second[pt] == plan.phases[k].state
+        assert pt == (t - offset) % plan.cycle_s and state == per_second[pt] == plan.phases[k].state
     # a runner started at the beginning of a phase runs exactly the undisturbed schedule from there on
     t0 = next(t for t in range(plan.cycle_s) if program_state(plan, t)[1] == 0)
     r = PlanRunner(plan, SPEC, t0)
