@@ -59,9 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--sim-check", action="store_true",
                     help="let SUMO choose among model-optimal plans at several cycles and the current plan "
                          "(training seeds --sim-seeds; see engine.optimise.simcheck)")
-    ap.add_argument("--sim-seeds", default="1001,1002", help="SUMO seeds of the check (default 1001,1002)")
+    ap.add_argument("--sim-seeds", default="1001-1003", help="SUMO seeds of the check (default 1001-1003)")
     ap.add_argument("--sim-cycles", type=int, default=4, help="cycle levels the check tries (default 4)")
     ap.add_argument("--sim-rounds", type=int, default=2, help="rounds of the check (default 2)")
+    ap.add_argument("--sim-margin", type=float, default=0.05,
+                    help="the check changes the cycle only for a gain of at least this share (default 0.05)")
     ap.add_argument("--protocol", default="default", help="SUMO protocol of the check: default or resco")
     ap.add_argument("--jobs", type=int, default=2, help="parallel SUMO runs of the check (default 2)")
     ap.add_argument("--quiet", action="store_true", help="no progress display")
@@ -128,6 +130,7 @@ def run(args, argv: list[str]) -> int:
 
             sopts = SimCheckOptions(seeds=tuple(parse_seeds(args.sim_seeds)), cycles=args.sim_cycles,
                                     rounds=args.sim_rounds, protocol=args.protocol, jobs=args.jobs,
+                                    margin=args.sim_margin,
                                     model_time_s=max(2.0, opts.time_limit_s / 2))
             with tempfile.TemporaryDirectory(prefix="gronvag-simcheck-") as tmp:
                 res, inst, sim_info = sim_select(inst, res, args.scenario, sopts, Path(tmp), reporter,

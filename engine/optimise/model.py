@@ -93,6 +93,7 @@ class SplitModel:
         self.cycle_s = c = int(cycle_s)
         m = self.model = cp_model.CpModel()
         self.d: list[list] = []
+        self.terms: list[list] = []  # per signal: (movement, int coefs, const, e_var, e_lo, cost_var, table)
         costs = []
         self.n_tables = 0
         self.table_entries = 0
@@ -102,6 +103,8 @@ class SplitModel:
                 lo, hi = int(sig.lo_s[p]), int(min(sig.hi_s[p], c))
                 d.append(m.NewIntVar(lo, max(lo, hi), f"{sig.signal_id}_d{p}") if lo != hi else lo)
             self.d.append(d)
+            terms: list = []
+            self.terms.append(terms)
             m.Add(sum(d) == c)
             for cons in sig.sums:
                 e = sum(d[p] for p in cons.phases)
@@ -132,6 +135,7 @@ class SplitModel:
                 cost = m.NewIntVar(int(table.min()), int(table.max()), f"{sig.signal_id}_cost{i}")
                 m.AddElement(e_var - e_lo, table.tolist(), cost)
                 costs.append(cost)
+                terms.append((ci, const, e_var, e_lo, cost, table))
                 self.n_tables += 1
                 self.table_entries += table.size
         m.Minimize(sum(costs) if costs else 0)
@@ -139,10 +143,18 @@ class SplitModel:
             self._hint(hint)
 
     def _hint(self, hint: list[np.ndarray]) -> None:
-        for d, h in zip(self.d, hint, strict=True):
+        """A complete hint: durations and every derived variable (capacity-green index and cost), so that a
+        feasible start is taken as CP-SAT's first solution at once."""
+        for d, h, terms in zip(self.d, hint, self.terms, strict=True):
             for var, v in zip(d, h, strict=True):
                 if not isinstance(var, int):
                     self.model.AddHint(var, int(v))
+            h = np.asarray(h, np.int64)
+            for ci, const, e_var, e_lo, cost, table in terms:
+                e = int((int(ci @ h) + const) // SCALE)
+                k = min(max(e - e_lo, 0), table.size - 1)
+                self.model.AddHint(e_var, e_lo + k)
+                self.model.AddHint(cost, int(table[k]))
 
     def fix(self, durations: list[np.ndarray]) -> None:
         """Constrain the model to the given durations (used to test that the current plan is feasible)."""
@@ -163,6 +175,39 @@ class SplitModel:
             return SplitSolution(self.cycle_s, [], math.inf, math.inf, name, wall)
         durs = [np.array([v if isinstance(v, int) else solver.Value(v) for v in d], np.int64) for d in self.d]
         return SplitSolution(self.cycle_s, durs, solver.ObjectiveValue(), solver.BestObjectiveBound(), name, wall)
+
+
+def solve_splits(signals, cycle_s: int, *, period_h: float, stop_cost_s: float, caps: list[float | None],
+                 hint: list[np.ndarray] | None, params: SolveParams, block_limit: int = 100) -> SplitSolution:
+    """Solve the group's :class:`SplitModel` at a fixed cycle. At a fixed cycle the signals do not interact, so
+    groups of up to ``block_limit`` signals are solved one signal at a time (one small model each, one worker,
+    the budget shared equally: tiny models prove optimality far sooner than one big block-diagonal model);
+    larger groups as one model with every worker."""
+    n = len(signals)
+    if n <= block_limit and n > 1:
+        t0 = time.perf_counter()
+        per = SolveParams(max(0.2, params.time_limit_s / n), 1, params.seed,
+                          wall_cap_s=max(0.3, (params.wall_cap_s or 3 * params.time_limit_s) / n))
+        durs, obj, bound, statuses = [], 0.0, 0.0, set()
+        for i, sig in enumerate(signals):
+            m = SplitModel([sig], cycle_s, period_h=period_h, stop_cost_s=stop_cost_s, caps=[caps[i]],
+                           hint=None if hint is None else [hint[i]])
+            r = m.solve(per)
+            if not r.durations:  # out of time: the start, when it is feasible, is this signal's answer
+                if hint is None or sig.violations(hint[i], caps[i]):
+                    return SplitSolution(cycle_s, [], math.inf, math.inf, r.status, time.perf_counter() - t0)
+                durs.append(np.asarray(hint[i], np.int64).copy())
+                statuses.add("FEASIBLE")
+                obj, bound = math.nan, math.nan
+                continue
+            statuses.add(r.status)
+            durs.append(r.durations[0])
+            obj += r.objective
+            bound += r.bound
+        status = "OPTIMAL" if statuses == {"OPTIMAL"} else "FEASIBLE"
+        return SplitSolution(int(cycle_s), durs, obj, bound, status, time.perf_counter() - t0)
+    model = SplitModel(signals, cycle_s, period_h=period_h, stop_cost_s=stop_cost_s, caps=caps, hint=hint)
+    return model.solve(params)
 
 
 class CapOracle:

@@ -27,7 +27,7 @@ import numpy as np
 
 from engine.errors import GronvagError
 from engine.optimise.evaluation import GroupEvaluator, outside_departures_veh_h
-from engine.optimise.model import CapOracle, OffsetModel, SolveParams, SplitModel, repair
+from engine.optimise.model import CapOracle, OffsetModel, SolveParams, repair, solve_splits
 from engine.optimise.search import LocalSearch, SearchState, stretch
 from engine.optimise.solution import SignalTiming, Solution, current_solution, to_planset, validate
 
@@ -73,14 +73,27 @@ def _scaled_offsets(sigs, cycle: int) -> np.ndarray:
     return np.array([int(round(s.base_offset_s * cycle / max(s.base_cycle_s, 1))) % cycle for s in sigs], np.int64)
 
 
-def _hint_for(sigs, cycle: int) -> list[np.ndarray] | None:
-    out = []
-    for s in sigs:
+def _hint_for(sigs, cycle: int, oracle, repair_limit: int = 200) -> tuple[list[np.ndarray] | None, bool]:
+    """A start for the split model at ``cycle``: the current splits stretched to it, minimally re-timed
+    (:func:`model.repair`) where that breaks a hard constraint (for groups of up to ``repair_limit`` signals).
+    Returns (durations or None, whether every signal's start is feasible)."""
+    out, feasible = [], True
+    for i, s in enumerate(sigs):
+        cap = oracle.cap(i, cycle)
         d = stretch(s, s.base_s.copy(), cycle, None) if s.base_cycle_s != cycle else s.base_s.copy()
+        if d is not None and not s.violations(d, cap):
+            out.append(d)
+            continue
+        if len(sigs) <= repair_limit:
+            r = repair(s, d if d is not None else s.base_s, cycle, cap)
+            if r is not None:
+                out.append(r)
+                continue
+        feasible = False
         if d is None:
-            return None
+            return None, False
         out.append(d)
-    return out
+    return out, feasible
 
 
 def current_start(sigs, cycle_s: int, oracle) -> tuple[list[np.ndarray], int] | None:
@@ -146,11 +159,15 @@ def optimise_group(inst, gi: int, dep_veh_h: np.ndarray, budget_s: float, deadli
     for c in ([] if from_current else cycles):
         reporter.stage(f"group {gi + 1}/{len(inst.groups)}: CP-SAT splits at cycle {c} s")
         caps = [oracle.cap(s, c) for s in range(len(sigs))]
-        model = SplitModel(sigs, c, period_h=period_h, stop_cost_s=k, caps=caps, hint=_hint_for(sigs, c))
-        sol = model.solve(SolveParams(per_solve, opts.workers, opts.seed,
-                                      wall_cap_s=max(0.1, min(3 * per_solve, deadline - time.perf_counter()))))
+        hint, hint_ok = _hint_for(sigs, c, oracle)
+        sol = solve_splits(sigs, c, period_h=period_h, stop_cost_s=k, caps=caps, hint=hint,
+                           params=SolveParams(per_solve, opts.workers, opts.seed,
+                                              wall_cap_s=max(0.1, min(3 * per_solve, deadline - time.perf_counter()))))
         if not sol.durations:
-            continue
+            if not (hint_ok and hint is not None):
+                continue
+            sol.durations = [d.copy() for d in hint]  # CP-SAT ran out of time: keep the feasible start
+            sol.status = "TIME LIMIT (feasible start kept)"
         scan.append((c, sol))
     if not scan and not from_current:
         raise GronvagError(f"CP-SAT found no timing for the group of {sigs[0].signal_id} within the time limit "
