@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="out/demo")
     p.set_defaults(func=cmd_demo)
 
-    _add_late_commands(sub)
+    ap.delegated = _add_late_commands(sub)
     return ap
 
 
@@ -95,12 +95,13 @@ _DELEGATED = (
 )
 
 
-def _add_late_commands(sub) -> None:
+def _add_late_commands(sub) -> dict:
+    """Register the commands implemented elsewhere; returns {name: func(args)} of those that parse their own argv."""
     import importlib
 
     from sim.cli import add_commands as add_sim
 
-    add_sim(sub, _scenario_args, _compile)
+    delegated = add_sim(sub, _scenario_args, _compile)
     for name, module, func, text in _DELEGATED:
         try:
             fn = getattr(importlib.import_module(module), func)
@@ -111,11 +112,18 @@ def _add_late_commands(sub) -> None:
         p = sub.add_parser(name, help=text, add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
         p.set_defaults(func=lambda a, fn=fn: fn(a.rest))
+        delegated[name] = p.get_default("func")
+    return delegated
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     ap = build_parser()
-    args = ap.parse_args(argv)
+    if argv and argv[0] in ap.delegated:
+        # a delegated command parses its own arguments (argparse.REMAINDER would swallow a leading --help)
+        args = argparse.Namespace(rest=argv[1:], func=ap.delegated[argv[0]])
+    else:
+        args = ap.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except GronvagError as exc:

@@ -28,7 +28,8 @@ def cmd_evaluate(args) -> int:
     return 1 if failed else 0
 
 
-def add_commands(sub, scenario_args, _compile) -> None:
+def add_commands(sub, scenario_args, _compile) -> dict:
+    """Register evaluate and compare; returns the commands that parse their own argv ({name: func(args)})."""
     p = sub.add_parser("evaluate", help="run a scenario in SUMO with controllers and seeds; write KPIs per run")
     p.add_argument("scenario", help="a .sumocfg, a folder holding one, a .net.xml (with --routes) or a bundled name")
     p.add_argument("--routes", nargs="+", help="route files (override the configuration's)")
@@ -47,11 +48,10 @@ def add_commands(sub, scenario_args, _compile) -> None:
     p.add_argument("--gui", action="store_true", help="sumo-gui over TraCI (implies --backend traci)")
     p.set_defaults(func=cmd_evaluate)
 
-    try:
-        from sim.report import compare_main
-    except ImportError:
-        return
+    from sim.report import compare_main
+
     p = sub.add_parser("compare", help="table (markdown, CSV) and plots of KPIs over evaluate output folders",
                        add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=lambda a: compare_main(a.rest))
+    return {"compare": p.get_default("func")}

@@ -118,3 +118,10 @@ def test_saturation_flow_calibration_file(tmp_path):
     assert_one_line_error(gronvag("info", sc, "--sat-flow", cal), "no signalised movement")
     cal.write_text("{not json")
     assert_one_line_error(gronvag("info", sc, "--sat-flow", cal), "sat.json", "malformed JSON")
+
+
+@pytest.mark.parametrize("command", ["compare", "optimise", "predict", "serve", "controller", "keys"])
+def test_delegated_commands_show_their_own_help(command):
+    res = gronvag(command, "--help")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith(f"usage: gronvag {command}") or f"gronvag {command}" in res.stdout.splitlines()[0]
