@@ -1,7 +1,12 @@
 """`gronvag demo` / `make demo`: the main job on the bundled default scenario.
 
-Until the optimiser lands, the demo compiles the bundled Stockholm corridor, prints what the compiler found, runs it
-in SUMO with its own fixed-time plans and with the available baselines over a few seeds, and prints the KPI table.
+1. compile the bundled Stockholm corridor and print what the compiler found;
+2. optimise its plans (`gronvag optimise`, a short time limit);
+3. run SUMO over a few seeds with the optimised plan and the baselines an engineer would otherwise use (the
+   scenario's own plans, Webster, SUMO's actuated control, max-pressure), and print the KPI table.
+
+Everything lands in ``--out`` (default ``out/demo``): the optimised plan (JSON and SUMO additional file), each run's
+SUMO outputs and record, and the comparison as markdown, CSV and plots.
 """
 
 from __future__ import annotations
@@ -16,31 +21,37 @@ def run_demo(args) -> int:
 
     from engine.info import print_report, scenario_report
     from sim.evaluate import evaluate, parse_seeds
+    from sim.report import compare
     from sim.scenario import compile_scenario
 
     console = Console(width=shutil.get_terminal_size((160, 40)).columns)
+    out = Path(args.out)
     comp = compile_scenario(args.scenario)
     print_report(scenario_report(comp), False, console)
-    controllers = ["fixed", "max-pressure"]
-    try:
-        import sim.baselines  # noqa: F401
 
-        controllers += ["actuated", "webster"]
-    except ImportError:
-        pass
-    out = Path(args.out)
-    records = evaluate(args.scenario, controllers, parse_seeds(args.seeds), out)
+    controllers = ["fixed", "webster", "actuated", "max-pressure"]
+    plan = None
+    plan_dir = out / "optimise"
     try:
-        from sim.report import compare
-
-        compare([out], out, console=console)
-    except ImportError:
-        for r in sorted(records, key=lambda r: (r["controller"], r["seed"])):
-            k = r.get("kpi") or {}
-            console.print(f"{r['controller']:>14} seed {r['seed']}: {r['status']} "
-                          f"delay {k.get('benchmark_delay_s', float('nan')):.1f} s")
+        from engine.optimise.cli import optimise_main
+    except ModuleNotFoundError:
+        optimise_main = None
+    if optimise_main is not None:
+        console.rule("optimise")
+        code = optimise_main([args.scenario, "--out", str(plan_dir), "--time-limit", str(args.time_limit),
+                              "--seed", "1"])
+        if code == 0 and (plan_dir / "plan.json").is_file():
+            plan = plan_dir / "plan.json"
+            controllers.append("plan")
+        else:
+            console.print(f"[red]optimise failed (exit {code}); comparing the baselines only[/red]")
+    console.rule("SUMO")
+    records = evaluate(args.scenario, controllers, parse_seeds(args.seeds), out / "runs", plan=plan)
+    compare([out / "runs"], out, console=console)
     failed = [r for r in records if r["status"] != "ok"]
     for r in failed:
         console.print(f"[red]{r['controller']} seed {r['seed']} failed:[/red] {r['error']}")
-    console.print(f"run records, tripinfo and SUMO outputs in {out}")
+    if plan is not None:
+        console.print(f"'plan' is the optimised plan: {plan} (SUMO file {plan_dir / 'plan.add.xml'})")
+    console.print(f"run records, tripinfo and SUMO outputs in {out / 'runs'}; tables and plots in {out}")
     return 1 if failed else 0
