@@ -106,6 +106,10 @@ class Network:
     edge_length_m: dict[str, float] = field(repr=False, default_factory=dict)
     edge_speed_m_s: dict[str, float] = field(repr=False, default_factory=dict)
     sat_flow_notes: str = ""
+    # lanes (Python side): the incoming and outgoing lanes of each movement's connections, and every lane's length
+    mov_in_lanes: tuple[tuple[str, ...], ...] = ()
+    mov_out_lanes: tuple[tuple[str, ...], ...] = ()
+    lane_length_m: dict[str, float] = field(repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         for value in self.__dict__.values():

@@ -119,8 +119,7 @@ class RunConfig:
     extra: dict = field(default_factory=dict)
 
 
-def write_detectors(net: Network, lane_lengths: dict[str, float], lanes_of_movement, workdir: Path,
-                    observe: bool = True, loops: bool = True) -> Detectors:
+def write_detectors(net: Network, workdir: Path, observe: bool = True, loops: bool = True) -> Detectors:
     """Place the harness's detectors (see module docstring) and write them as a SUMO additional file.
 
     The approach detectors always exist (they give the per-signal KPIs); the stop-line loops and the detectors on
@@ -133,14 +132,14 @@ def write_detectors(net: Network, lane_lengths: dict[str, float], lanes_of_movem
     lines = ['<?xml version="1.0" encoding="UTF-8"?>', "<additional>"]
     lane_movs: dict[str, int] = {}
     for m in range(net.n_movements):
-        for ln in lanes_of_movement(m)[0]:
+        for ln in net.mov_in_lanes[m]:
             lane_movs[ln] = lane_movs.get(ln, 0) + 1
     for m in range(net.n_movements):
-        ins, outs = lanes_of_movement(m)
+        ins, outs = net.mov_in_lanes[m], net.mov_out_lanes[m]
         row_in, row_out, row_share = [], [], []
         for ln in ins:
             if ln not in in_index:
-                length = lane_lengths[ln]
+                length = net.lane_length_m[ln]
                 pos = max(0.0, length - DETECTOR_LENGTH_M)
                 did = f"gv_in_{ln}"
                 in_index[ln] = len(in_ids)
@@ -159,7 +158,7 @@ def write_detectors(net: Network, lane_lengths: dict[str, float], lanes_of_movem
             row_share.append(1.0 / lane_movs[ln])
         for ln in outs:
             if ln not in out_index:
-                length = lane_lengths[ln]
+                length = net.lane_length_m[ln]
                 did = f"gv_out_{ln}"
                 out_index[ln] = len(out_ids)
                 out_ids.append(did)
@@ -182,33 +181,6 @@ def write_detectors(net: Network, lane_lengths: dict[str, float], lanes_of_movem
     op, ov = csr(mov_out)
     return Detectors(in_ids, np.array(in_sig, np.int64), out_ids, loop_ids, ip, iv, op, ov,
                      np.array([v for r in share for v in r], np.float64))
-
-
-def _lanes_from_net(net_file: Path):
-    """Lane lengths and, per (from_edge, to_edge), the incoming and outgoing vehicle lanes of the connections."""
-    from sim.netcompile import parse_xml
-
-    root = parse_xml(net_file)
-    lengths: dict[str, float] = {}
-    for e in root.iter("edge"):
-        if e.get("function", "normal") != "normal":
-            continue
-        for ln in e.iter("lane"):
-            lengths[ln.get("id")] = float(ln.get("length"))
-    conn: dict[tuple[str, str], tuple[list[str], list[str]]] = {}
-    for c in root.iter("connection"):
-        if c.get("tl") is None:
-            continue
-        a = f"{c.get('from')}_{c.get('fromLane')}"
-        b = f"{c.get('to')}_{c.get('toLane')}"
-        if a not in lengths or b not in lengths:
-            continue
-        ins, outs = conn.setdefault((c.get("from"), c.get("to")), ([], []))
-        if a not in ins:
-            ins.append(a)
-        if b not in outs:
-            outs.append(b)
-    return lengths, conn
 
 
 def sumo_command(scenario: Scenario, cfg: RunConfig, workdir: Path, additional: list[Path]) -> list[str]:
@@ -251,12 +223,7 @@ def run(scenario: Scenario, net: Network, controller: Controller, cfg: RunConfig
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     t_wall = time.perf_counter()
-    lane_lengths, conn = _lanes_from_net(scenario.net_file)
-
-    def lanes_of_movement(m: int):
-        return conn.get((net.mov_from_edge[m], net.mov_to_edge[m]), ([], []))
-
-    dets = write_detectors(net, lane_lengths, lanes_of_movement, workdir,
+    dets = write_detectors(net, workdir,
                            observe=controller.decision_interval_s > 0 or controller.drives_states,
                            loops=controller.observes_loops)
     adds = controller.additional_files(scenario, net, workdir) + [workdir / "gronvag_detectors.add.xml"]

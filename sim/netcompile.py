@@ -185,6 +185,7 @@ def compile_network(
     edge_to: dict[str, str] = {}
     edge_function: dict[str, str] = {}
     edge_lanes: dict[str, list[tuple[float, float, str]]] = {}  # (length, speed, allow/disallow marker)
+    lane_length: dict[str, float] = {}
     crossing_edges: dict[str, list[str]] = {}
     for e in root.iter("edge"):
         eid = e.get("id")
@@ -195,6 +196,8 @@ def compile_network(
             edge_to[eid] = e.get("to")
         lanes = []
         for ln in e.iter("lane"):
+            if fn == "normal":
+                lane_length[ln.get("id")] = float(ln.get("length"))
             disallow = ln.get("disallow", "")
             allow = ln.get("allow", "")
             vehicle_lane = not (allow and "passenger" not in allow and "bus" not in allow and "truck" not in allow)
@@ -270,6 +273,8 @@ def compile_network(
     foe_lists: list[list[int]] = []
     mov_signal, mov_from, mov_to, mov_turn, mov_lanes, mov_sat, mov_speed, mov_prot = [], [], [], [], [], [], [], []
     mov_links: list[list[int]] = []
+    mov_in_lanes: list[tuple[str, ...]] = []
+    mov_out_lanes: list[tuple[str, ...]] = []
     movement_index: dict[tuple[str, str, str], int] = {}
     approach_index: dict[tuple[str, str], int] = {}
     appr_signal, appr_edge, appr_len, appr_lanes, appr_storage = [], [], [], [], []
@@ -391,6 +396,8 @@ def compile_network(
             mov_speed.append(max(ln[1] for ln in el))
             mov_prot.append(protected)
             mov_links.append([base + li for li in links])
+            mov_in_lanes.append(tuple(dict.fromkeys(a["from_lane_id"] for a in cs)))
+            mov_out_lanes.append(tuple(dict.fromkeys(f"{a['to']}_{a['toLane']}" for a in cs)))
             akey = (sid, frm)
             if akey not in approach_index:
                 approach_index[akey] = len(appr_signal)
@@ -515,6 +522,9 @@ def compile_network(
         approach_index=approach_index,
         edge_length_m=edge_length,
         edge_speed_m_s=edge_speed,
+        mov_in_lanes=tuple(mov_in_lanes),
+        mov_out_lanes=tuple(mov_out_lanes),
+        lane_length_m=lane_length,
         sat_flow_notes=(
             f"base {sat.base_veh_h_lane:g} veh/h/lane; right x{sat.right_factor:g}, left x{sat.left_protected_factor:g}"
             f" (permissive x{sat.left_permissive_factor:g}), U-turn x{sat.uturn_factor:g};"
