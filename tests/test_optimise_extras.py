@@ -55,15 +55,13 @@ def test_phase_skip_on_resco_grid_is_safe_and_serves_every_group():
 
 def test_shared_lanes_divided_by_demand():
     from engine.optimise.calibrate import shared_lane_sat_flows
-    from sim.harness import _lanes_from_net
     from sim.scenario import compile_scenario
 
     comp = compile_scenario(shared_scenario("cologne1"))
     net, dem = comp.net, comp.demand
-    sat = shared_lane_sat_flows(net, dem, comp.scenario.net_file) * 3600
-    _, conn = _lanes_from_net(comp.scenario.net_file)
+    sat = shared_lane_sat_flows(net, dem) * 3600
     q = dem.mean_arrival_veh_h()
-    lanes = {m: conn[(net.mov_from_edge[m], net.mov_to_edge[m])][0] for m in range(net.n_movements)}
+    lanes = {m: list(net.mov_in_lanes[m]) for m in range(net.n_movements)}
     # movements alone on their lanes keep the compiler's saturation flow
     for m, ls in lanes.items():
         if all(sum(ln in v for v in lanes.values()) == 1 for ln in ls):

@@ -7,9 +7,8 @@ lane's demand-weighted saturation flow (the HCM shared-lane form: base / sum_m (
 turn factor) is divided among its movements in proportion to their demand on it; a movement's demand is spread
 evenly over its lanes. Lanes without demand keep the compiler's 1/k split.
 
-The lane layout comes from the SUMO net through ``sim.harness._lanes_from_net`` (sim/ is the only place that reads
-SUMO files; the Network does not carry lanes). Proposed upstream: a movement -> lane CSR in models.network.Network
-and this rule in sim.netcompile.
+The lane layout comes from ``Network.mov_in_lanes`` (the incoming lanes of each movement's connections). Proposed
+upstream: this rule in sim.netcompile, so that every model sees it.
 """
 
 from __future__ import annotations
@@ -19,13 +18,11 @@ from dataclasses import replace
 import numpy as np
 
 
-def shared_lane_sat_flows(net, demand, net_file) -> np.ndarray:
-    """Saturation flow per movement, veh/s (n_movements,), with shared lanes divided by demand."""
-    from sim.harness import _lanes_from_net
-
-    _, conn = _lanes_from_net(net_file)
+def shared_lane_sat_flows(net, demand, net_file=None) -> np.ndarray:
+    """Saturation flow per movement, veh/s (n_movements,), with shared lanes divided by demand. (``net_file`` is
+    accepted for older callers and not used: the lanes come from the Network.)"""
     n = net.n_movements
-    lanes = [conn.get((net.mov_from_edge[m], net.mov_to_edge[m]), ([], []))[0] for m in range(n)]
+    lanes = [list(net.mov_in_lanes[m]) if m < len(net.mov_in_lanes) else [] for m in range(n)]
     users: dict[str, list[int]] = {}
     for m, ls in enumerate(lanes):
         for ln in ls:
@@ -62,9 +59,10 @@ def shared_lane_sat_flows(net, demand, net_file) -> np.ndarray:
     return out / 3600.0
 
 
-def calibrated_network(net, demand, net_file):
-    """The network with :func:`shared_lane_sat_flows` (same signals, phases and ids; a new object)."""
-    sat = shared_lane_sat_flows(net, demand, net_file)
+def calibrated_network(net, demand, net_file=None):
+    """The network with :func:`shared_lane_sat_flows` (same signals, phases and ids; a new object). ``net_file``:
+    accepted for older callers, not used."""
+    sat = shared_lane_sat_flows(net, demand)
     notes = (net.sat_flow_notes + "; " if net.sat_flow_notes else "") + \
         "shared lanes divided by demand (engine.optimise.calibrate)"
     return replace(net, mov_sat_flow_veh_s=sat, sat_flow_notes=notes)

@@ -415,8 +415,9 @@ def build_instance(net, demand, options: OptimiseOptions, scenario: str = "", ct
                    net_file=None, phase_skip: bool = False) -> Instance:
     """The instance of (net, demand, options); raises GronvagError when the request cannot be met.
 
-    ``net_file``: the SUMO net the network was compiled from; with it (and ``shared_lanes_by_demand``) movements
-    sharing a lane get saturation flows in proportion to their demand (:mod:`engine.optimise.calibrate`).
+    ``net_file``: the SUMO net the network was compiled from: given (a real scenario) and with
+    ``shared_lanes_by_demand``, movements sharing a lane get saturation flows in proportion to their demand
+    (:mod:`engine.optimise.calibrate`, from the lanes the Network carries).
     ``phase_skip``: signals whose programs hold green phases they do not need get a reduced structure
     (:mod:`engine.optimise.structure`; never at signals with pins).
     """
@@ -427,7 +428,7 @@ def build_instance(net, demand, options: OptimiseOptions, scenario: str = "", ct
     if net_file is not None and options.shared_lanes_by_demand and ctx is None:
         from engine.optimise.calibrate import calibrated_network
 
-        net = calibrated_network(net, demand, net_file)
+        net = calibrated_network(net, demand)
     ctx = ctx or prepare(net, demand)
     if options.signals:
         unknown = [s for s in options.signals if s not in net.signal_index]
