@@ -1,7 +1,8 @@
 """`gronvag demo` / `make demo`: the main job on the bundled default scenario.
 
 1. compile the bundled Stockholm corridor and print what the compiler found;
-2. optimise its plans (`gronvag optimise`, a short time limit);
+2. optimise its plans (`gronvag optimise --sim-check`: the model's candidates are checked in SUMO on training seeds
+   1001-1003, never the seeds of step 3);
 3. run SUMO over a few seeds with the optimised plan and the baselines an engineer would otherwise use (the
    scenario's own plans, Webster, SUMO's actuated control, max-pressure), and print the KPI table.
 
@@ -39,7 +40,7 @@ def run_demo(args) -> int:
     if optimise_main is not None:
         console.rule("optimise")
         code = optimise_main([args.scenario, "--out", str(plan_dir), "--time-limit", str(args.time_limit),
-                              "--seed", "1"])
+                              "--seed", "1", "--sim-check"])
         if code == 0 and (plan_dir / "plan.json").is_file():
             plan = plan_dir / "plan.json"
             controllers.append("plan")
