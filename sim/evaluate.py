@@ -11,10 +11,12 @@ reason; the other runs' results are kept. Outputs in OUT:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
+import sys
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
@@ -44,6 +46,21 @@ def parse_seeds(text: str) -> list[int]:
     return out
 
 
+@contextlib.contextmanager
+def _stderr_to(path: Path):
+    """Redirect file descriptor 2 (where libsumo writes) to ``path`` for the duration of the block."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "ab") as f:
+        os.dup2(f.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def run_job(job: dict) -> dict:
     """One run, in a worker process. Never raises: failures come back as a record with status 'failed'."""
     from sim.controllers import make_controller
@@ -63,7 +80,11 @@ def run_job(job: dict) -> dict:
         ctrl = make_controller(job["controller"], job.get("plan"))
         cfg = RunConfig(seed=job["seed"], protocol=job["protocol"], backend=job.get("backend", "libsumo"),
                         gui=job.get("gui", False))
-        record = run(comp.scenario, comp.net, ctrl, cfg, out / "work" / key)
+        workdir = out / "work" / key
+        workdir.mkdir(parents=True, exist_ok=True)
+        # SUMO's own console messages (warnings from the simulation) go to the run's folder, not the user's terminal
+        with _stderr_to(workdir / "sumo.stderr"):
+            record = run(comp.scenario, comp.net, ctrl, cfg, workdir)
         record["scenario"] = job["scenario_name"]
     except GronvagError as exc:
         record["error"] = str(exc)
