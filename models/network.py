@@ -30,6 +30,14 @@ TURN_STRAIGHT, TURN_LEFT, TURN_RIGHT, TURN_UTURN = 0, 1, 2, 3
 TURN_NAMES = ("straight", "left", "right", "uturn")
 
 
+def csr(rows, dtype=np.int32) -> tuple[np.ndarray, np.ndarray]:
+    """CSR of a list of index lists: (ptr of length len(rows)+1, flat values), both of ``dtype``."""
+    ptr = np.zeros(len(rows) + 1, dtype)
+    ptr[1:] = np.cumsum([len(r) for r in rows])
+    flat = np.fromiter((v for r in rows for v in r), dtype, count=int(ptr[-1]))
+    return ptr, flat
+
+
 @dataclass(frozen=True, eq=False)
 class Network:
     """Struct-of-arrays network. Arrays are read-only; see the module docstring for the index spaces."""

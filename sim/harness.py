@@ -23,7 +23,7 @@ import numpy as np
 
 from engine.errors import GronvagError
 from engine.transitions import Sequencer, green_phase_states
-from models.network import Network
+from models.network import Network, csr
 from sim import sumo
 from sim.planio import atomic_write
 from sim.scenario import Scenario
@@ -172,13 +172,8 @@ def write_detectors(net: Network, workdir: Path, observe: bool = True, loops: bo
     lines.append("</additional>")
     atomic_write(workdir / "gronvag_detectors.add.xml", "\n".join(lines) + "\n")
 
-    def csr(rows):
-        ptr = np.zeros(len(rows) + 1, np.int64)
-        ptr[1:] = np.cumsum([len(r) for r in rows])
-        return ptr, np.array([v for r in rows for v in r], np.int64)
-
-    ip, iv = csr(mov_in)
-    op, ov = csr(mov_out)
+    ip, iv = csr(mov_in, np.int64)
+    op, ov = csr(mov_out, np.int64)
     return Detectors(in_ids, np.array(in_sig, np.int64), out_ids, loop_ids, ip, iv, op, ov,
                      np.array([v for r in share for v in r], np.float64))
 

@@ -29,6 +29,7 @@ from models.network import (
     TURN_STRAIGHT,
     TURN_UTURN,
     Network,
+    csr,
 )
 
 JAM_SPACING_M = 7.5  # stored vehicle length + gap, m (passenger car)
@@ -451,12 +452,6 @@ def compile_network(
             down_tt.append(tts / sh)
             down_dist.append(ds / sh)
         down_ptr.append(len(down_appr))
-
-    def csr(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-        ptr = np.zeros(len(lists) + 1, np.int32)
-        ptr[1:] = np.cumsum([len(x) for x in lists])
-        flat = np.fromiter((v for x in lists for v in x), np.int32, count=int(ptr[-1]))
-        return ptr, flat
 
     stale = sorted(set(sat.overrides) - set(movement_index))
     if stale:
