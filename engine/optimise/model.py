@@ -105,13 +105,7 @@ class SplitModel:
             self.d.append(d)
             terms: list = []
             self.terms.append(terms)
-            m.Add(sum(d) == c)
-            for cons in sig.sums:
-                e = sum(d[p] for p in cons.phases)
-                if cons.lo:
-                    m.Add(e >= cons.lo)
-                if cons.hi:
-                    m.Add(e <= cons.hi)
+            _add_cycle_and_safety(m, sig, d, c)
             lo_v = np.array([int(sig.lo_s[p]) for p in range(sig.n_phases)])
             hi_v = np.array([int(min(sig.hi_s[p], c)) for p in range(sig.n_phases)])
             for i in range(sig.movements.size):
@@ -244,25 +238,35 @@ class CapOracle:
         m = cp_model.CpModel()
         d = [m.NewIntVar(int(sig.lo_s[p]), int(max(sig.lo_s[p], min(sig.hi_s[p], c))), f"d{p}")
              for p in range(sig.n_phases)]
-        m.Add(sum(d) == c)
-        for cons in sig.sums:
-            e = sum(d[p] for p in cons.phases)
-            if cons.lo:
-                m.Add(e >= cons.lo)
-            if cons.hi:
-                m.Add(e <= cons.hi)
-        for i in range(sig.movements.size):
-            q = float(sig.mov_flow_veh_h[i])
-            ci = _expr_int(sig.mov_coef[i])
-            if q <= 0 or not ci.any():
-                continue
-            const = int(round(float(sig.mov_const[i]) * SCALE))
-            m.Add(sum(int(ci[p]) * d[p] for p in range(sig.n_phases) if ci[p]) + const
-                  >= int(math.ceil(SCALE * q * c / (sig.mov_sat_veh_h[i] * self.max_dos))))
+        _add_cycle_and_safety(m, sig, d, c)
+        _add_dos_cap(m, sig, d, c, self.max_dos)
         solver = cp_model.CpSolver()
         solver.parameters.num_workers = 1
         solver.parameters.max_time_in_seconds = 5.0
         return solver.Solve(m) in (cp_model.OPTIMAL, cp_model.FEASIBLE)
+
+
+def _add_cycle_and_safety(m, sig, d: list, c: int) -> None:
+    """Durations ``d`` add up to the cycle ``c`` and meet the signal's safety sums (min/max greens, clearances)."""
+    m.Add(sum(d) == c)
+    for cons in sig.sums:
+        e = sum(d[p] for p in cons.phases)
+        if cons.lo:
+            m.Add(e >= cons.lo)
+        if cons.hi:
+            m.Add(e <= cons.hi)
+
+
+def _add_dos_cap(m, sig, d: list, c: int, cap: float) -> None:
+    """Every movement with demand gets the capacity-green that keeps its degree of saturation at most ``cap``."""
+    for i in range(sig.movements.size):
+        q = float(sig.mov_flow_veh_h[i])
+        ci = _expr_int(sig.mov_coef[i])
+        if q <= 0 or not ci.any():
+            continue
+        const = int(round(float(sig.mov_const[i]) * SCALE))
+        m.Add(sum(int(ci[p]) * d[p] for p in range(sig.n_phases) if ci[p]) + const
+              >= int(math.ceil(SCALE * q * c / (sig.mov_sat_veh_h[i] * cap))))
 
 
 def repair(sig, d0: np.ndarray, cycle_s: int, cap: float | None, time_limit_s: float = 5.0) -> np.ndarray | None:
@@ -273,22 +277,9 @@ def repair(sig, d0: np.ndarray, cycle_s: int, cap: float | None, time_limit_s: f
     c = int(cycle_s)
     d = [m.NewIntVar(int(sig.lo_s[p]), int(max(sig.lo_s[p], min(sig.hi_s[p], c))), f"d{p}")
          for p in range(sig.n_phases)]
-    m.Add(sum(d) == c)
-    for cons in sig.sums:
-        e = sum(d[p] for p in cons.phases)
-        if cons.lo:
-            m.Add(e >= cons.lo)
-        if cons.hi:
-            m.Add(e <= cons.hi)
+    _add_cycle_and_safety(m, sig, d, c)
     if cap is not None:
-        for i in range(sig.movements.size):
-            q = float(sig.mov_flow_veh_h[i])
-            ci = _expr_int(sig.mov_coef[i])
-            if q <= 0 or not ci.any():
-                continue
-            const = int(round(float(sig.mov_const[i]) * SCALE))
-            m.Add(sum(int(ci[p]) * d[p] for p in range(sig.n_phases) if ci[p]) + const
-                  >= int(math.ceil(SCALE * q * c / (sig.mov_sat_veh_h[i] * cap))))
+        _add_dos_cap(m, sig, d, c, cap)
     dev = []
     for p in range(sig.n_phases):
         a = m.NewIntVar(0, c, f"a{p}")
