@@ -7,8 +7,9 @@ A :class:`SignalSpec` describes what one intersection requires of any plan:
 * conflicting groups never green together, and an all-red clearance between the end of one group's yellow and the
   start of a conflicting group's green.
 
-:func:`check_plan` expands a plan second by second over one cycle (cyclically) and checks every rule directly: slow
-enough to be obviously right, fast enough (microseconds per signal) for validation at run time.
+:func:`check_plan` checks every rule on the plan as it runs second by second over one cycle (cyclically), computed on
+the phases and on per-second bitsets: a few microseconds per plan, so controllers validate every plan and every
+transition at run time. ``tests/test_controllers_safety.py`` holds its second-by-second numpy twin.
 """
 
 from __future__ import annotations
@@ -74,63 +75,112 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return [(int((a + k0) % n), int(b)) for a, b in zip(starts, lengths, strict=True)]
 
 
+_GREEN_CHARS = frozenset("Gg")
+_ACTIVE_CHARS = frozenset("Ggy")  # green or yellow: a group the clearance is counted from
+
+
+def _phase_runs(col: tuple[str, ...], durs: list[int], starts: list[int], cycle: int,
+                member: frozenset[str]) -> list[tuple[int, int, int, int]]:
+    """Cyclic runs of seconds whose state character (one per phase, ``col``) is in ``member``, in the order
+    :func:`_runs` lists them (from the first second outside the set): (start_s, length_s, first phase, phase after)."""
+    m = len(col)
+    first_out = next((p for p in range(m) if col[p] not in member), None)
+    if first_out is None:
+        return [(0, cycle, 0, 0)]
+    out = []
+    p0 = -1
+    for step in range(1, m + 1):
+        p = (first_out + step) % m
+        inside = col[p] in member
+        if inside and p0 < 0:
+            p0, length = p, 0
+        if inside:
+            length += durs[p]
+        elif p0 >= 0:
+            out.append((starts[p0], length, p0, p))
+            p0 = -1
+    return out
+
+
 def check_plan(plan: SignalPlan, spec: SignalSpec) -> list[str]:
-    """Every violated safety rule of ``plan`` under ``spec`` as a readable message; an empty list means safe."""
+    """Every violated safety rule of ``plan`` under ``spec`` as a readable message; an empty list means safe.
+
+    The rules are those of the plan expanded second by second over one cycle (cyclically, see :func:`expand`); they
+    are evaluated on the phases (a state holds for a whole phase) and on per-second bitsets in Python ints (bit t =
+    second t of the cycle), which makes a check take microseconds: controllers run it on every plan and transition."""
     errs = check_structure(plan)
     if errs:
         return errs
     sid = plan.signal_id
     if plan.n_links != spec.n_links:
         return [f"{sid}: plan has {plan.n_links} signal groups, the intersection has {spec.n_links}"]
-    codes = expand(plan)
-    cycle = codes.shape[0]
-    green = (codes == GREEN_MAJOR) | (codes == GREEN_MINOR)
-    for i in range(spec.n_links):
-        for start, length in _runs(green[:, i]):
+    durs = [ph.duration_s for ph in plan.phases]
+    starts = []
+    cycle = 0
+    for d in durs:
+        starts.append(cycle)
+        cycle += d
+    m = len(durs)
+    cols = list(zip(*(ph.state for ph in plan.phases), strict=True))  # per group: its character in each phase
+    min_g, max_g, yel, ra = (np.asarray(x).tolist() for x in (spec.min_green_s, spec.max_green_s, spec.yellow_s,
+                                                              spec.redamber_s))
+    for i, col in enumerate(cols):
+        for start, length, p_first, p_after in _phase_runs(col, durs, starts, cycle, _GREEN_CHARS):
             if length == cycle:
                 continue  # permanently green group (e.g. a free right turn): no transitions to check
-            if spec.min_green_s[i] and length < spec.min_green_s[i]:
+            if min_g[i] and length < min_g[i]:
                 errs.append(f"{sid}: group {i} green {length} s at t={start} is shorter than its minimum "
-                            f"{int(spec.min_green_s[i])} s")
-            if spec.max_green_s[i] and length > spec.max_green_s[i]:
-                errs.append(f"{sid}: group {i} green {length} s at t={start} exceeds its maximum "
-                            f"{int(spec.max_green_s[i])} s")
-            end = (start + length) % cycle
-            if spec.yellow_s[i]:
-                y = 0
-                while y < cycle and codes[(end + y) % cycle, i] == YELLOW:
-                    y += 1
-                if y < spec.yellow_s[i]:
-                    errs.append(f"{sid}: group {i} yellow after green at t={end} is {y} s, needs "
-                                f"{int(spec.yellow_s[i])} s")
-            if spec.redamber_s[i]:
-                u = 0
-                while u < cycle and codes[(start - 1 - u) % cycle, i] == REDAMBER:
-                    u += 1
-                if u < spec.redamber_s[i]:
+                            f"{int(min_g[i])} s")
+            if max_g[i] and length > max_g[i]:
+                errs.append(f"{sid}: group {i} green {length} s at t={start} exceeds its maximum {int(max_g[i])} s")
+            if yel[i]:
+                y, p = 0, p_after
+                while col[p] == "y" and y < cycle:
+                    y += durs[p]
+                    p = (p + 1) % m
+                if y < yel[i]:
+                    errs.append(f"{sid}: group {i} yellow after green at t={(start + length) % cycle} is {y} s, "
+                                f"needs {int(yel[i])} s")
+            if ra[i]:
+                u, p = 0, (p_first - 1) % m
+                while col[p] == "u" and u < cycle:
+                    u += durs[p]
+                    p = (p - 1) % m
+                if u < ra[i]:
                     errs.append(f"{sid}: group {i} red-amber before green at t={start} is {u} s, needs "
-                                f"{int(spec.redamber_s[i])} s")
+                                f"{int(ra[i])} s")
     # conflicting groups: never green together; the all-red clearance between one's yellow end and the other's green
-    active = green | (codes == YELLOW)
-    clearance = int(spec.allred_s)
-    recent = active.copy()  # recent[t, a]: group a was green or yellow within the last `clearance` seconds
-    for k in range(1, clearance + 1):
-        recent |= np.roll(active, k, axis=0)
     ii, jj = np.nonzero(np.triu(spec.conflicts, 1))
-    both = (green[:, ii] & green[:, jj]).any(axis=0)
-    after_i = (green[:, jj] & recent[:, ii]).any(axis=0)  # j turns green too soon after i
-    after_j = (green[:, ii] & recent[:, jj]).any(axis=0)
-    for k in np.flatnonzero(both | after_i | after_j):
-        i, j = int(ii[k]), int(jj[k])
-        if both[k]:
-            t = int(np.argmax(green[:, i] & green[:, j]))
+    if not len(ii):
+        return errs
+    clearance = int(spec.allred_s)
+    full = (1 << cycle) - 1
+    phase_bits = [((1 << d) - 1) << t for d, t in zip(durs, starts, strict=True)]
+    green, recent = [], []
+    for col in cols:
+        g = a = 0
+        for p, c in enumerate(col):
+            if c in _ACTIVE_CHARS:
+                a |= phase_bits[p]
+                if c != "y":
+                    g |= phase_bits[p]
+        r = a  # r bit t: the group was green or yellow at some second in [t - clearance, t] (cyclically)
+        for k in range(1, clearance + 1):
+            k %= cycle
+            r |= ((a << k) | (a >> (cycle - k))) & full
+        green.append(g)
+        recent.append(r)
+    for i, j in zip(ii.tolist(), jj.tolist(), strict=True):
+        both = green[i] & green[j]
+        if both:
+            t = (both & -both).bit_length() - 1  # lowest set bit: the first second
             errs.append(f"{sid}: conflicting groups {i} and {j} are green together at t={t}")
             continue
-        for a, b, bad in ((i, j, after_i[k]), (j, i, after_j[k])):
+        for a, b in ((i, j), (j, i)):
+            bad = green[b] & recent[a]  # b green while a was green or yellow less than `clearance` s before
             if bad:
-                t = int(np.argmax(green[:, b] & recent[:, a]))
-                errs.append(f"{sid}: group {b} turns green at t={t} less than {clearance} s of all-red after "
-                            f"conflicting group {a}")
+                errs.append(f"{sid}: group {b} turns green at t={(bad & -bad).bit_length() - 1} less than {clearance} "
+                            f"s of all-red after conflicting group {a}")
     return errs
 
 
