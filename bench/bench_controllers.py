@@ -148,6 +148,18 @@ class _Driver:
             self.idle.append(cid)
 
 
+def _children_cpu_s(pids: list[int]) -> float | None:
+    """User + system CPU seconds of the given processes (all their threads) from /proc; None where unavailable."""
+    total = 0.0
+    try:
+        for pid in pids:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+    return total
+
+
 def _pct(xs: list[float], q: float) -> float:
     return round(float(np.percentile(np.asarray(xs) * 1000.0, q)), 2) if xs else float("nan")
 
@@ -240,8 +252,11 @@ def run(smoke: bool = False, n: int | None = None, procs: int | None = None,
         if first:
             driver.issue(first)
         cpu0 = time.process_time()
+        agents_cpu0 = _children_cpu_s([p.pid for p in workers])
         sat_acked, sat_wall = loop_for(phase_s, None)
         engine_cpu_sat = time.process_time() - cpu0
+        agents_cpu1 = _children_cpu_s([p.pid for p in workers])
+        agents_cpu_sat = None if agents_cpu0 is None or agents_cpu1 is None else agents_cpu1 - agents_cpu0
         lat_sat = driver.latencies
         driver.closed_loop = False
 
@@ -297,6 +312,10 @@ def run(smoke: bool = False, n: int | None = None, procs: int | None = None,
             "saturation_acked_plans_s": round(sat_acked / sat_wall, 1),
             "saturation_latency_p50_ms": _pct(lat_sat, 50), "saturation_latency_p99_ms": _pct(lat_sat, 99),
             "engine_cpu_ms_per_plan_at_saturation": round(1000 * engine_cpu_sat / max(sat_acked, 1), 3),
+            "agents_cpu_ms_per_plan_at_saturation": None if agents_cpu_sat is None else
+            round(1000 * agents_cpu_sat / max(sat_acked, 1), 3),
+            "cpu_cores_busy_at_saturation": None if agents_cpu_sat is None else
+            round((engine_cpu_sat + agents_cpu_sat) / sat_wall, 2),
             "agents_cpu_s_total": round(agents_cpu_s, 1),
             "agents_cpu_ms_per_acked_plan_incl_idle": round(1000 * agents_cpu_s / max(driver.acked, 1), 3),
             "plans_issued": driver.issued, "plans_issued_in_store": issued_store,

@@ -274,15 +274,18 @@ class ControllerAgent:
 
     def on_readable(self, limit: int = 100) -> bool:
         """Handle up to ``limit`` waiting messages; True if more may be waiting."""
-        if self.sock is None:
+        sock = self.sock
+        if sock is None:
             return False
         for _ in range(limit):
+            if not sock.get(zmq.EVENTS) & zmq.POLLIN:  # cheaper than a recv that raises Again
+                return False
             try:
-                frames = self.sock.recv_multipart(zmq.NOBLOCK)
+                frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return False
             self.handle(frames)
-        return True
+        return bool(sock.get(zmq.EVENTS) & zmq.POLLIN)
 
     def handle(self, frames: list[bytes]) -> None:
         """Process one received message (all frames). Never raises for bad input: logs it and answers ERROR."""

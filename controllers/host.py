@@ -10,6 +10,7 @@ import time
 import zmq
 
 from controllers.agent import ControllerAgent
+from controllers.security import MonitorLog
 from controllers.state import StateDB
 
 log = logging.getLogger(__name__)
@@ -18,10 +19,11 @@ log = logging.getLogger(__name__)
 class AgentHost:
     """Runs any number of agents in one thread: one selector over their sockets, a common tick.
 
-    The selector watches each DEALER's ``zmq.FD`` (cost per wake-up independent of the number of agents). That file
-    descriptor only says "look at the socket": the host then drains it until EAGAIN; as ZeroMQ documents, a send can
-    consume the notification, so after sending the host checks ``EVENTS`` itself, and every tick drains each socket
-    once more, which bounds any lost wake-up to ``tick_s``. Monitor sockets are drained on the tick.
+    The selector watches each DEALER's and each monitor socket's ``zmq.FD`` (cost per wake-up independent of the number
+    of agents). That file descriptor only says "look at the socket": the host then drains it until EAGAIN; as ZeroMQ
+    documents, a send can consume the notification, so after sending the host checks ``EVENTS`` itself, and every tick
+    looks at each socket once more (``EVENTS``, no failed recv), which bounds any lost wake-up to ``tick_s``; monitors
+    are looked at again every 20 ticks.
 
     Agents whose store is the host's shared :class:`StateDB` are group-committed: per loop iteration the host handles
     the received messages and the ticks, commits all state changes in one transaction, then sends the answers."""
@@ -42,6 +44,7 @@ class AgentHost:
             if a.sock is None:
                 a.start()
             self._sel.register(a.sock.getsockopt(zmq.FD), selectors.EVENT_READ, a)
+            self._sel.register(a.monitor.sock.getsockopt(zmq.FD), selectors.EVENT_READ, a.monitor)
 
     def run(self, stop: threading.Event, until: float | None = None) -> None:
         if self._sel is None:
@@ -51,17 +54,19 @@ class AgentHost:
         slices = max(1, min(n, 10))
         per = -(-n // slices)
         slice_s = self.tick_s / slices
-        idx = 0
+        idx = rounds = 0
         next_slice = 0.0
         while not stop.is_set() and (until is None or time.monotonic() < until):
             self.poll_once(0.0 if self._more else max(0.0, next_slice - time.monotonic()))
             now = time.monotonic()
             if now >= next_slice:
                 for a in self.agents[idx: idx + per]:
-                    self._guard(a, a.monitor.drain)
+                    if rounds % 20 == 0:  # monitors wake the selector; this only bounds a lost wake-up
+                        self._guard(a, a.monitor.drain)
                     self._guard(a, lambda a=a: a.on_readable() and self._more.append(a))
                     self._guard(a, lambda a=a, now=now: a.tick(now))
                 idx = 0 if idx + per >= n else idx + per
+                rounds += idx == 0
                 next_slice = now + slice_s
             self.commit_and_flush()
 
@@ -84,7 +89,12 @@ class AgentHost:
                 self._more.append(a)
 
     def poll_once(self, timeout_s: float) -> None:
-        ready = [key.data for key, _ in self._sel.select(timeout_s)]
+        ready = []
+        for key, _ in self._sel.select(timeout_s):
+            if isinstance(key.data, MonitorLog):
+                key.data.drain()
+            else:
+                ready.append(key.data)
         more, self._more = self._more, []
         for agent in dict.fromkeys(ready + more):
             try:

@@ -171,6 +171,8 @@ class MonitorLog:
 
     def drain(self, limit: int = 1000) -> None:
         for _ in range(limit):
+            if not self.sock.get(zmq.EVENTS) & zmq.POLLIN:  # cheaper than a recv that raises Again
+                return
             try:
                 frames = self.sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:

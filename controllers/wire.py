@@ -15,7 +15,8 @@ the message or answer with an ERROR. Frame and body sizes are bounded here and b
 from __future__ import annotations
 
 import hashlib
-import uuid
+import itertools
+import os
 from typing import Annotated, Literal
 
 import msgspec
@@ -208,8 +209,13 @@ def plan_digest(plan_bytes: bytes) -> str:
     return hashlib.sha256(plan_bytes).hexdigest()
 
 
+_ID_PREFIX = os.urandom(8).hex()  # random per process: ids never repeat across restarts (2**-64 aside)
+_id_counter = itertools.count(1)
+
+
 def new_msg_id() -> str:
-    return uuid.uuid4().hex
+    """A fresh message id (new for every message, resends included): this process's random prefix and a counter."""
+    return f"{_ID_PREFIX}.{next(_id_counter)}"
 
 
 def ref_or_none(ref: PlanRef | None) -> str:

@@ -102,6 +102,23 @@ def _phase_runs(col: tuple[str, ...], durs: list[int], starts: list[int], cycle:
     return out
 
 
+_PAIRS: dict[tuple, tuple[list[int], list[int]]] = {}
+
+
+def _conflict_pairs(conflicts: np.ndarray) -> tuple[list[int], list[int]]:
+    """(i, j) with i < j of the conflicting pairs, row by row; memoised by the matrix's contents."""
+    conflicts = np.asarray(conflicts)
+    key = (conflicts.shape, conflicts.dtype.str, conflicts.tobytes())
+    pairs = _PAIRS.get(key)
+    if pairs is None:
+        ii, jj = np.nonzero(np.triu(conflicts, 1))
+        pairs = (ii.tolist(), jj.tolist())
+        if len(_PAIRS) >= 256:
+            _PAIRS.clear()
+        _PAIRS[key] = pairs
+    return pairs
+
+
 def check_plan(plan: SignalPlan, spec: SignalSpec) -> list[str]:
     """Every violated safety rule of ``plan`` under ``spec`` as a readable message; an empty list means safe.
 
@@ -150,8 +167,8 @@ def check_plan(plan: SignalPlan, spec: SignalSpec) -> list[str]:
                     errs.append(f"{sid}: group {i} red-amber before green at t={start} is {u} s, needs "
                                 f"{int(ra[i])} s")
     # conflicting groups: never green together; the all-red clearance between one's yellow end and the other's green
-    ii, jj = np.nonzero(np.triu(spec.conflicts, 1))
-    if not len(ii):
+    ii, jj = _conflict_pairs(spec.conflicts)
+    if not ii:
         return errs
     clearance = int(spec.allred_s)
     full = (1 << cycle) - 1
@@ -170,7 +187,7 @@ def check_plan(plan: SignalPlan, spec: SignalSpec) -> list[str]:
             r |= ((a << k) | (a >> (cycle - k))) & full
         green.append(g)
         recent.append(r)
-    for i, j in zip(ii.tolist(), jj.tolist(), strict=True):
+    for i, j in zip(ii, jj, strict=True):
         both = green[i] & green[j]
         if both:
             t = (both & -both).bit_length() - 1  # lowest set bit: the first second
