@@ -23,7 +23,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--model", choices=("cyclic", "queue", "both"), default="cyclic",
                     help="cyclic flow profile model (steady state) or time-varying queue model (default cyclic)")
     ap.add_argument("--params", metavar="JSON", help="model constants, e.g. '{\"sat_flow_scale\": 1.1, "
-                                                     "\"levels\": {\"end_gain_s\": 3}}' or a JSON file")
+                                                     "\"levels\": {\"end_gain_s\": 3}}', a JSON file, or a "
+                                                     "`gronvag calibrate` file")
     ap.add_argument("--json", action="store_true", help="machine-readable output")
     ap.add_argument("--movements", action="store_true", help="per-movement figures too")
     return ap
@@ -45,33 +46,50 @@ def load_plans(path: str | Path):
 
 
 def parse_params(text: str | None):
-    """ModelParams from a JSON object (inline or a file); unknown keys are an error."""
+    """ModelParams from a JSON object (inline or a file, or a `gronvag calibrate` file); unknown keys are an error."""
+    from engine.errors import GronvagError
+    from models.evaluate import ModelParams
+
+    if not text:
+        return ModelParams()
+    src = Path(text)
+    try:
+        is_file = src.is_file()
+    except OSError:  # an inline object longer than a file name may be
+        is_file = False
+    try:
+        raw = json.loads(src.read_text() if is_file else text)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise GronvagError(f"--params is not a JSON object or file ({exc})") from None
+    return params_from_obj(raw, src if is_file else None)
+
+
+def params_from_obj(raw, path=None):
+    """ModelParams from a decoded JSON object: the constants, or a `gronvag calibrate` file holding them."""
     from dataclasses import fields, replace
 
     from engine.errors import GronvagError
     from models.evaluate import ModelParams
     from models.plans import LevelParams
 
-    if not text:
-        return ModelParams()
-    src = Path(text)
-    try:
-        raw = json.loads(src.read_text() if src.is_file() else text)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise GronvagError(f"--params is not a JSON object or file ({exc})") from None
     if not isinstance(raw, dict):
-        raise GronvagError("--params must be a JSON object")
+        raise GronvagError("--params must be a JSON object", path)
+    if str(raw.get("schema", "")).startswith("gronvag.model-params/"):  # a `gronvag calibrate` file
+        raw = raw.get("params")
+        if not isinstance(raw, dict):
+            raise GronvagError("calibration file without a 'params' object", path)
+    raw = dict(raw)
     known = {f.name for f in fields(ModelParams)}
     bad = sorted(set(raw) - known)
     if bad:
-        raise GronvagError(f"unknown model parameter {bad[0]!r} (known: {', '.join(sorted(known))})")
+        raise GronvagError(f"unknown model parameter {bad[0]!r} (known: {', '.join(sorted(known))})", path)
     levels = raw.pop("levels", None)
     try:
         params = replace(ModelParams(), **raw)
         if levels is not None:
             params = replace(params, levels=replace(LevelParams(), **levels))
     except TypeError as exc:
-        raise GronvagError(f"bad --params: {exc}") from None
+        raise GronvagError(f"bad --params: {exc}", path) from None
     return params
 
 

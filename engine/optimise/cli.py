@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the check changes the cycle only for a gain of at least this share (default 0.05)")
     ap.add_argument("--protocol", default="default", help="SUMO protocol of the check: default or resco")
     ap.add_argument("--jobs", type=int, default=2, help="parallel SUMO runs of the check (default 2)")
+    ap.add_argument("--params", metavar="JSON",
+                    help="the models' constants: a `gronvag calibrate` file or a JSON object (default: defaults)")
     ap.add_argument("--quiet", action="store_true", help="no progress display")
     return ap
 
@@ -102,17 +104,19 @@ def run(args, argv: list[str]) -> int:
     from engine.optimise.instance import build_instance
     from engine.optimise.output import build_summary, output_files, write_outputs
     from engine.optimise.run import Reporter, optimise
+    from models.cli_predict import parse_params
     from sim.scenario import compile_scenario
 
     opts = options_from_args(args)
+    params = parse_params(args.params) if args.params else None
     console = Console(stderr=True)
     comp = compile_scenario(args.scenario, routes=args.routes, bin_s=args.bin, begin_s=args.begin, end_s=args.end)
     inst = build_instance(comp.net, comp.demand, opts, scenario=comp.scenario.name, net_file=comp.scenario.net_file,
-                          phase_skip=args.phase_skip)
+                          phase_skip=args.phase_skip, model_params=params)
     base_inst = inst
     if inst.skipped:
         base_inst = build_instance(comp.net, comp.demand, opts, scenario=comp.scenario.name,
-                                   net_file=comp.scenario.net_file)
+                                   net_file=comp.scenario.net_file, model_params=params)
     t0 = time.perf_counter()
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                         TextColumn("{task.fields[obj]}"), console=console, disable=args.quiet, transient=True)

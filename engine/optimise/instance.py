@@ -412,7 +412,7 @@ def _coordination_groups(net, demand, chosen: list[int], opts: OptimiseOptions) 
 
 
 def build_instance(net, demand, options: OptimiseOptions, scenario: str = "", ctx=None,
-                   net_file=None, phase_skip: bool = False) -> Instance:
+                   net_file=None, phase_skip: bool = False, model_params=None) -> Instance:
     """The instance of (net, demand, options); raises GronvagError when the request cannot be met.
 
     ``net_file``: the SUMO net the network was compiled from: given (a real scenario) and with
@@ -420,6 +420,8 @@ def build_instance(net, demand, options: OptimiseOptions, scenario: str = "", ct
     (:mod:`engine.optimise.calibrate`, from the lanes the Network carries).
     ``phase_skip``: signals whose programs hold green phases they do not need get a reduced structure
     (:mod:`engine.optimise.structure`; never at signals with pins).
+    ``model_params``: the models' constants (``models.evaluate.ModelParams``, e.g. from ``gronvag calibrate``);
+    default the models' defaults. Ignored when ``ctx`` is given.
     """
     from engine.optimise.explain import group_cycle_range, signal_cycle_range
     from models.evaluate import prepare
@@ -429,7 +431,11 @@ def build_instance(net, demand, options: OptimiseOptions, scenario: str = "", ct
         from engine.optimise.calibrate import calibrated_network
 
         net = calibrated_network(net, demand)
-    ctx = ctx or prepare(net, demand)
+        if model_params is not None:  # the lanes are split already: the models keep these saturation flows
+            from dataclasses import replace
+
+            model_params = replace(model_params, lane_split="compiled")
+    ctx = ctx or prepare(net, demand, model_params)
     if options.signals:
         unknown = [s for s in options.signals if s not in net.signal_index]
         if unknown:
