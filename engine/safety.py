@@ -75,31 +75,24 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return [(int((a + k0) % n), int(b)) for a, b in zip(starts, lengths, strict=True)]
 
 
-_GREEN_CHARS = frozenset("Gg")
-_ACTIVE_CHARS = frozenset("Ggy")  # green or yellow: a group the clearance is counted from
+_GROUPS: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = {}
 
 
-def _phase_runs(col: tuple[str, ...], durs: list[int], starts: list[int], cycle: int,
-                member: frozenset[str]) -> list[tuple[int, int, int, int]]:
-    """Cyclic runs of seconds whose state character (one per phase, ``col``) is in ``member``, in the order
-    :func:`_runs` lists them (from the first second outside the set): (start_s, length_s, first phase, phase after)."""
-    m = len(col)
-    first_out = next((p for p in range(m) if col[p] not in member), None)
-    if first_out is None:
-        return [(0, cycle, 0, 0)]
-    out = []
-    p0 = -1
-    for step in range(1, m + 1):
-        p = (first_out + step) % m
-        inside = col[p] in member
-        if inside and p0 < 0:
-            p0, length = p, 0
-        if inside:
-            length += durs[p]
-        elif p0 >= 0:
-            out.append((starts[p0], length, p0, p))
-            p0 = -1
+def _state_groups(state: str) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """Indices of the green, yellow and red-amber groups of a state string; memoised (plans repeat their states)."""
+    out = _GROUPS.get(state)
+    if out is None:
+        out = (tuple(i for i, c in enumerate(state) if c in "Gg"), tuple(i for i, c in enumerate(state) if c == "y"),
+               tuple(i for i, c in enumerate(state) if c == "u"))
+        if len(_GROUPS) >= 4096:
+            _GROUPS.clear()
+        _GROUPS[state] = out
     return out
+
+
+def _trailing_ones(x: int) -> int:
+    """Number of consecutive set bits from bit 0 up."""
+    return ((x + 1) & ~x).bit_length() - 1
 
 
 _PAIRS: dict[tuple, tuple[list[int], list[int]]] = {}
@@ -122,79 +115,83 @@ def _conflict_pairs(conflicts: np.ndarray) -> tuple[list[int], list[int]]:
 def check_plan(plan: SignalPlan, spec: SignalSpec) -> list[str]:
     """Every violated safety rule of ``plan`` under ``spec`` as a readable message; an empty list means safe.
 
-    The rules are those of the plan expanded second by second over one cycle (cyclically, see :func:`expand`); they
-    are evaluated on the phases (a state holds for a whole phase) and on per-second bitsets in Python ints (bit t =
-    second t of the cycle), which makes a check take microseconds: controllers run it on every plan and transition."""
+    The rules are those of the plan expanded second by second over one cycle (cyclically, see :func:`expand`); each
+    group's green, yellow and red-amber seconds are held as bitsets in Python ints (bit t = second t of the cycle; a
+    doubled set ``x | x << cycle`` reads runs across the cycle's end), which makes a check take microseconds:
+    controllers run it on every plan and every transition."""
     errs = check_structure(plan)
     if errs:
         return errs
     sid = plan.signal_id
-    if plan.n_links != spec.n_links:
-        return [f"{sid}: plan has {plan.n_links} signal groups, the intersection has {spec.n_links}"]
-    durs = [ph.duration_s for ph in plan.phases]
-    starts = []
+    n = spec.n_links
+    if plan.n_links != n:
+        return [f"{sid}: plan has {plan.n_links} signal groups, the intersection has {n}"]
+    green, yellow, redamber = [0] * n, [0] * n, [0] * n
     cycle = 0
-    for d in durs:
-        starts.append(cycle)
+    for ph in plan.phases:
+        d = ph.duration_s
+        bits = ((1 << d) - 1) << cycle
         cycle += d
-    m = len(durs)
-    cols = list(zip(*(ph.state for ph in plan.phases), strict=True))  # per group: its character in each phase
+        gs, ys, us = _state_groups(ph.state)
+        for i in gs:
+            green[i] |= bits
+        for i in ys:
+            yellow[i] |= bits
+        for i in us:
+            redamber[i] |= bits
+    full = (1 << cycle) - 1
     min_g, max_g, yel, ra = (np.asarray(x).tolist() for x in (spec.min_green_s, spec.max_green_s, spec.yellow_s,
                                                               spec.redamber_s))
-    for i, col in enumerate(cols):
-        for start, length, p_first, p_after in _phase_runs(col, durs, starts, cycle, _GREEN_CHARS):
-            if length == cycle:
-                continue  # permanently green group (e.g. a free right turn): no transitions to check
+    for i in range(n):
+        g = green[i]
+        if not g or g == full:
+            continue
+        k0 = ((g + 1) & ~g).bit_length() - 1  # the first red second: runs are listed from there on, as _runs does
+        rise = g & ~(((g << 1) | (g >> (cycle - 1))) & full)  # bit t: green at t, not at t - 1
+        rise = ((rise >> k0) | (rise << (cycle - k0))) & full  # rotated: bit 0 is second k0
+        gg = g | (g << cycle)
+        while rise:
+            low = rise & -rise
+            rise ^= low
+            start = (low.bit_length() - 1 + k0) % cycle
+            length = _trailing_ones(gg >> start)
             if min_g[i] and length < min_g[i]:
                 errs.append(f"{sid}: group {i} green {length} s at t={start} is shorter than its minimum "
                             f"{int(min_g[i])} s")
             if max_g[i] and length > max_g[i]:
                 errs.append(f"{sid}: group {i} green {length} s at t={start} exceeds its maximum {int(max_g[i])} s")
             if yel[i]:
-                y, p = 0, p_after
-                while col[p] == "y" and y < cycle:
-                    y += durs[p]
-                    p = (p + 1) % m
+                end = (start + length) % cycle
+                y = _trailing_ones((yellow[i] | (yellow[i] << cycle)) >> end)
                 if y < yel[i]:
-                    errs.append(f"{sid}: group {i} yellow after green at t={(start + length) % cycle} is {y} s, "
-                                f"needs {int(yel[i])} s")
+                    errs.append(f"{sid}: group {i} yellow after green at t={end} is {y} s, needs {int(yel[i])} s")
             if ra[i]:
-                u, p = 0, (p_first - 1) % m
-                while col[p] == "u" and u < cycle:
-                    u += durs[p]
-                    p = (p - 1) % m
+                top = start + cycle  # seconds start-1, start-2, ... are bits top-1, top-2, ... of the doubled set
+                below = ~(redamber[i] | (redamber[i] << cycle)) & ((1 << top) - 1)
+                u = top - below.bit_length()
                 if u < ra[i]:
                     errs.append(f"{sid}: group {i} red-amber before green at t={start} is {u} s, needs "
                                 f"{int(ra[i])} s")
-    # conflicting groups: never green together; the all-red clearance between one's yellow end and the other's green
     ii, jj = _conflict_pairs(spec.conflicts)
     if not ii:
         return errs
     clearance = int(spec.allred_s)
-    full = (1 << cycle) - 1
-    phase_bits = [((1 << d) - 1) << t for d, t in zip(durs, starts, strict=True)]
-    green, recent = [], []
-    for col in cols:
-        g = a = 0
-        for p, c in enumerate(col):
-            if c in _ACTIVE_CHARS:
-                a |= phase_bits[p]
-                if c != "y":
-                    g |= phase_bits[p]
-        r = a  # r bit t: the group was green or yellow at some second in [t - clearance, t] (cyclically)
+    recent = []
+    for g, y in zip(green, yellow, strict=True):
+        a = g | y
+        r = a
         for k in range(1, clearance + 1):
             k %= cycle
             r |= ((a << k) | (a >> (cycle - k))) & full
-        green.append(g)
         recent.append(r)
     for i, j in zip(ii, jj, strict=True):
         both = green[i] & green[j]
         if both:
-            t = (both & -both).bit_length() - 1  # lowest set bit: the first second
+            t = (both & -both).bit_length() - 1
             errs.append(f"{sid}: conflicting groups {i} and {j} are green together at t={t}")
             continue
         for a, b in ((i, j), (j, i)):
-            bad = green[b] & recent[a]  # b green while a was green or yellow less than `clearance` s before
+            bad = green[b] & recent[a]
             if bad:
                 errs.append(f"{sid}: group {b} turns green at t={(bad & -bad).bit_length() - 1} less than {clearance} "
                             f"s of all-red after conflicting group {a}")
