@@ -45,6 +45,23 @@ def _stats(records: list[dict], controller: str) -> dict:
             "values": vals}
 
 
+def _earlier_records(runs: Path, seeds: list[int]) -> list[dict]:
+    """Baseline run records of an earlier run in ``runs`` (sim.evaluate's summary.json), when every seed is there
+    for a baseline; the baselines' plans do not depend on the optimiser, so their runs repeat exactly."""
+    f = runs / "summary.json"
+    if not f.is_file():
+        return []
+    head = ("scenario", "controller", "seed", "protocol", "status", "error", "wall_s")
+    rows = [r for r in json.loads(f.read_text()) if isinstance(r, dict)]
+    out = []
+    for c in BASELINES:
+        mine = [r for r in rows if r.get("controller") == c and r.get("seed") in seeds and r.get("status") == "ok"]
+        if {r["seed"] for r in mine} == set(seeds):  # summary rows back into run records
+            out += [{**{k: r.get(k) for k in head}, "kpi": {k: v for k, v in r.items() if k not in head}}
+                    for r in mine]
+    return out
+
+
 def sim_check_section(rows: list[dict], out: Path) -> list[str]:
     """Where the chosen plans came from: the SUMO check's candidates on its training seeds, per scenario."""
     lines = []
@@ -72,6 +89,23 @@ def sim_check_section(rows: list[dict], out: Path) -> list[str]:
         own = find("model's choice")
         lines.append(f"| {r['scenario']} | {chosen['candidate']} | {chosen['sumo_delay_s']:.1f} | "
                      f"{own} | {find('current plan')} | {others} |")
+    return lines
+
+
+def sim_polish_section(rows: list[dict], out: Path) -> list[str]:
+    """What the SUMO polish did per scenario (training seeds only)."""
+    lines = []
+    for r in rows:
+        f = out / "plans" / r["scenario"] / "summary.json"
+        sp = json.loads(f.read_text()).get("sim_polish") if f.is_file() else None
+        if not sp:
+            continue
+        if not lines:
+            lines = ["", f"## SUMO polish (local search on training seeds {', '.join(map(str, sp['seeds']))})", "",
+                     "| scenario | plans evaluated | training delay start -> end [s] | steps kept | wall [s] |",
+                     "|---|---|---|---|---|"]
+        lines.append(f"| {r['scenario']} | {sp['evaluations']} / {sp['budget']} | {sp['start_delay_s']:.1f} -> "
+                     f"{sp['end_delay_s']:.1f} | {len(sp['accepted'])} | {sp['wall_s']} |")
     return lines
 
 
@@ -109,6 +143,7 @@ def render(rows: list[dict], command: str, seeds: str, note: str, out: Path | No
         lines += ["", f"Mean change against fixed over {len(gains)} scenarios: {np.mean(gains):+.1f} %."]
     if out is not None:
         lines += sim_check_section(rows, out)
+        lines += sim_polish_section(rows, out)
     if note:
         lines += ["", note]
     return "\n".join(lines) + "\n"
@@ -116,7 +151,7 @@ def render(rows: list[dict], command: str, seeds: str, note: str, out: Path | No
 
 def main(argv: list[str] | None = None) -> int:
     from engine.optimise.cli import optimise_main
-    from sim.evaluate import evaluate, parse_seeds
+    from sim.evaluate import evaluate, parse_seeds, write_summary
     from sim.planio import atomic_write
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -134,7 +169,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--render-only", metavar="COMMAND",
                     help="rebuild the table from OUT/rows.json (COMMAND: the command that made the runs)")
     ap.add_argument("--sim-check", action="store_true",
-                    help="optimise with --sim-check (SUMO picks among model plans on training seeds 1001,1002)")
+                    help="optimise with --sim-check (SUMO picks among model plans on training seeds 1001-1003)")
+    ap.add_argument("--sim-polish", type=int, default=0, metavar="N",
+                    help="optimise with --sim-polish N (local search in SUMO on the training seeds)")
+    ap.add_argument("--reuse-baselines", action="store_true",
+                    help="take the baselines' records from an earlier run in OUT/runs (same seeds) instead of "
+                         "running them again; the plan always runs")
     args = ap.parse_args(argv)
     out = Path(args.out)
     if args.render_only:
@@ -154,8 +194,12 @@ def main(argv: list[str] | None = None) -> int:
         plan_dir = out / "plans" / name
         t0 = time.perf_counter()
         extra = shlex.split(args.optimise_args) + (["--phase-skip"] if args.phase_skip else [])
+        if args.sim_check or args.sim_polish:
+            extra += ["--protocol", protocol, "--jobs", str(args.jobs)]
         if args.sim_check:
-            extra += ["--sim-check", "--protocol", protocol, "--jobs", str(args.jobs)]
+            extra += ["--sim-check"]
+        if args.sim_polish:
+            extra += ["--sim-polish", str(args.sim_polish)]
         rc = optimise_main([spec, "--out", str(plan_dir), "--time-limit", f"{args.time_limit:g}", "--seed", "1",
                             "--quiet", *extra])
         wall = time.perf_counter() - t0
@@ -163,8 +207,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: optimise failed (exit {rc})")
             continue
         summary = json.loads((plan_dir / "summary.json").read_text())
-        records = evaluate(spec, [*BASELINES, "plan"], seeds, out / "runs" / name, plan=str(plan_dir / "plan.json"),
-                           protocol=protocol, jobs=args.jobs, progress=False)
+        old = _earlier_records(out / "runs" / name, seeds) if args.reuse_baselines else []
+        todo = [c for c in BASELINES if not any(r["controller"] == c for r in old)]
+        records = [r for r in old if r["controller"] in BASELINES]
+        records += evaluate(spec, [*todo, "plan"], seeds, out / "runs" / name, plan=str(plan_dir / "plan.json"),
+                            protocol=protocol, jobs=args.jobs, progress=False)
+        write_summary(out / "runs" / name, records)  # all of them, reused ones included
         stats = {c: _stats(records, c) for c in (*BASELINES, "plan")}
         pred = summary["predicted"]
         rows.append({"scenario": name, "protocol": protocol, "stats": stats, "optimise_wall_s": wall,

@@ -133,8 +133,9 @@ def shared_lanes_by_demand(comp, params=None):
     return replace(comp, net=calibrated_network(comp.net, comp.demand)), replace(params, lane_split="compiled")
 
 
-def measure_one(comp, planset, seed: int, workdir: Path) -> dict:
-    """One SUMO run of ``planset``: mean time loss, benchmark delay, and time loss per signal (approach edges)."""
+def measure_one(comp, planset, seed: int, workdir: Path, protocol: str = "default") -> dict:
+    """One SUMO run of ``planset`` (SUMO's binary in a subprocess; ``protocol`` as in sim.harness.RunConfig):
+    mean time loss, benchmark delay, and time loss per signal (approach edges)."""
     from sim.harness import RunConfig, sumo_command
     from sim.kpi import benchmark_delay, parse_tripinfo, scheduled_departures
     from sim.planio import planset_to_additional
@@ -146,7 +147,8 @@ def measure_one(comp, planset, seed: int, workdir: Path) -> dict:
     meas = workdir / "edgedata.add.xml"
     meas.write_text(f'<additional><edgeData id="gv" file="{workdir / "edgedata.xml"}" begin="{sc.begin_s:g}" '
                     f'end="{sc.end_s:g}" excludeEmpty="true"/></additional>\n')
-    cmd = sumo_command(sc, RunConfig(seed=seed), workdir, [plan_file, meas]) + ["--no-warnings", "true"]
+    cmd = sumo_command(sc, RunConfig(seed=seed, protocol=protocol), workdir, [plan_file, meas])
+    cmd += ["--no-warnings", "true"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
@@ -170,10 +172,10 @@ def measure_one(comp, planset, seed: int, workdir: Path) -> dict:
             "signal_time_loss_h": (sig / 3600).tolist()}
 
 
-def measure(comp, plansets, seeds, workers: int = 2) -> list[list[dict]]:
+def measure(comp, plansets, seeds, workers: int = 2, protocol: str = "default") -> list[list[dict]]:
     """results[i][j]: plan set i, seed j (SUMO runs in parallel subprocesses, outputs in a temporary folder)."""
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max(1, workers)) as pool:
-        futs = {(i, j): pool.submit(measure_one, comp, ps, seed, Path(tmp) / f"p{i}_s{seed}")
+        futs = {(i, j): pool.submit(measure_one, comp, ps, seed, Path(tmp) / f"p{i}_s{seed}", protocol)
                 for i, ps in enumerate(plansets) for j, seed in enumerate(seeds)}
         return [[futs[(i, j)].result() for j in range(len(seeds))] for i in range(len(plansets))]
 

@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--sim-rounds", type=int, default=2, help="rounds of the check (default 2)")
     ap.add_argument("--sim-margin", type=float, default=0.05,
                     help="the check changes the cycle only for a gain of at least this share (default 0.05)")
+    ap.add_argument("--sim-polish", type=int, default=0, metavar="N",
+                    help="then a local search in SUMO on the training seeds, at most N plan evaluations "
+                         "(default 0: off; see engine.optimise.simpolish)")
     ap.add_argument("--protocol", default="default", help="SUMO protocol of the check: default or resco")
     ap.add_argument("--jobs", type=int, default=2, help="parallel SUMO runs of the check (default 2)")
     ap.add_argument("--params", metavar="JSON",
@@ -120,7 +123,7 @@ def run(args, argv: list[str]) -> int:
     t0 = time.perf_counter()
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                         TextColumn("{task.fields[obj]}"), console=console, disable=args.quiet, transient=True)
-    sim_info = None
+    sim_info = polish_info = None
     with progress:
         task = progress.add_task("optimising", total=opts.time_limit_s, obj="")
         reporter = _RichReporter(progress, task, t0) if not args.quiet else Reporter()
@@ -140,10 +143,23 @@ def run(args, argv: list[str]) -> int:
                 res, inst, sim_info = sim_select(inst, res, args.scenario, sopts, Path(tmp), reporter,
                                                  routes=args.routes, begin=args.begin, end=args.end,
                                                  base_inst=base_inst)
+        if args.sim_polish > 0:
+            import tempfile
+            from pathlib import Path
+
+            from engine.optimise.simpolish import SimPolishOptions, sim_polish
+            from sim.evaluate import parse_seeds
+
+            popts = SimPolishOptions(budget=args.sim_polish, seeds=tuple(parse_seeds(args.sim_seeds)),
+                                     protocol=args.protocol, jobs=args.jobs, seed=opts.seed)
+            with tempfile.TemporaryDirectory(prefix="gronvag-simpolish-") as tmp:
+                res, polish_info = sim_polish(inst, res, comp, popts, Path(tmp), reporter)
     command = "gronvag optimise " + " ".join(shlex.quote(a) for a in argv)
     summary = build_summary(inst, res.solution, res.outcomes, res.current, res.optimised, command)
     if sim_info is not None:
         summary["sim_check"] = sim_info
+    if polish_info is not None:
+        summary["sim_polish"] = polish_info
     summary["wall_s"] = round(time.perf_counter() - t0, 2)
     out = write_outputs(args.out, output_files(inst, res.solution, summary))
     cur, new = summary["predicted"]["current"], summary["predicted"]["optimised"]

@@ -179,6 +179,14 @@ def render_markdown(summary: dict) -> str:
             vals = ", ".join(f"{v:.1f}" for v in c["sumo_values"])
             lines.append(f"| {c['candidate']} | {', '.join(map(str, c['cycles_s']))} | {c['sumo_delay_s']:.1f} | "
                          f"{vals} | {c['predicted_objective']:.0f} | {'yes' if c['chosen'] else ''} |")
+    sp = summary.get("sim_polish")
+    if sp:
+        lines += ["", "## SUMO polish", "",
+                  f"Local search in SUMO on training seeds {sp['seeds']} ({sp['protocol']} protocol): "
+                  f"{sp['evaluations']} plans evaluated (budget {sp['budget']}), mean benchmark delay "
+                  f"{sp['start_delay_s']:.2f} -> {sp['end_delay_s']:.2f} s/veh, {len(sp['accepted'])} steps kept "
+                  f"({sp['wall_s']} s).", ""]
+        lines += [f"- {a['step']} -> {a['delay_s']:.2f} s/veh" for a in sp["accepted"]]
     lines += ["", "## Search", ""]
     for g in summary["groups"]:
         ids = ", ".join(g["signals"][:6]) + (", ..." if len(g["signals"]) > 6 else "")
