@@ -15,6 +15,7 @@ SCENARIO before it when called through ``gronvag`` (``gronvag optimise x --help`
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import time
@@ -69,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default 0: off; see engine.optimise.simpolish)")
     ap.add_argument("--protocol", default="default", help="SUMO protocol of the check: default or resco")
     ap.add_argument("--jobs", type=int, default=2, help="parallel SUMO runs of the check (default 2)")
+    ap.add_argument("--periods", metavar="N|FROM-TO,...",
+                    help="time-of-day plans: N equal periods of the window, or contiguous periods as H:MM or seconds "
+                         "(e.g. 7:00-7:30,7:30-8:00); one plan per period, joined by transition cycles and a WAUT "
+                         "(engine.optimise.periods)")
     ap.add_argument("--params", metavar="JSON",
                     help="the models' constants: a `gronvag calibrate` file or a JSON object (default: defaults)")
     ap.add_argument("--quiet", action="store_true", help="no progress display")
@@ -114,6 +119,8 @@ def run(args, argv: list[str]) -> int:
     params = parse_params(args.params) if args.params else None
     console = Console(stderr=True)
     comp = compile_scenario(args.scenario, routes=args.routes, bin_s=args.bin, begin_s=args.begin, end_s=args.end)
+    if args.periods:
+        return run_periods(args, argv, opts, params, comp, console)
     inst = build_instance(comp.net, comp.demand, opts, scenario=comp.scenario.name, net_file=comp.scenario.net_file,
                           phase_skip=args.phase_skip, model_params=params)
     base_inst = inst
@@ -169,6 +176,62 @@ def run(args, argv: list[str]) -> int:
         console.print(f"predicted objective {cur['objective']:,.0f} -> {new['objective']:,.0f}; mean delay "
                       f"{cur['mean_delay_s']:.1f} -> {new['mean_delay_s']:.1f} s/veh; stops/veh "
                       f"{cur['stops_per_veh']:.2f} -> {new['stops_per_veh']:.2f}")
+    print(out)
+    return 0
+
+
+def run_periods(args, argv: list[str], opts, params, comp, console) -> int:
+    """`--periods`: optimise each period on its own demand, join the plans with transition cycles, write once."""
+    import dataclasses
+
+    from engine.optimise.instance import build_instance
+    from engine.optimise.output import build_summary, render_markdown, write_outputs
+    from engine.optimise.periods import join, parse_periods
+    from engine.optimise.run import Reporter, optimise
+    from engine.optimise.solution import to_planset
+    from engine.plan import PlanSet, encode_planset, now_iso
+    from sim.planio import planset_to_additional
+    from sim.scenario import compile_scenario
+
+    if args.sim_check or args.sim_polish:
+        raise GronvagError("--sim-check and --sim-polish work on one period; run them without --periods")
+    periods = parse_periods(args.periods, comp.demand.begin_s, comp.demand.end_s)
+    t0 = time.perf_counter()
+    plans, summaries = [], []
+    for k, (b, e) in enumerate(periods):
+        pc = compile_scenario(args.scenario, routes=args.routes, bin_s=args.bin, begin_s=b, end_s=e)
+        popts = dataclasses.replace(opts, time_limit_s=opts.time_limit_s / len(periods),
+                                    program_id=f"{opts.program_id}-p{k + 1}")
+        inst = build_instance(pc.net, pc.demand, popts, scenario=pc.scenario.name, net_file=pc.scenario.net_file,
+                              phase_skip=args.phase_skip, model_params=params)
+        if not args.quiet:
+            console.print(f"period {k + 1}/{len(periods)}: {b:g}-{e:g} s")
+        res = optimise(inst, Reporter())
+        plans.append(list(to_planset(inst, res.solution).plans))
+        summaries.append(build_summary(inst, res.solution, res.outcomes, res.current, res.optimised, ""))
+    joined, transitions = join(plans, periods, comp.net)
+    ps = PlanSet(plans=tuple(joined), scenario=comp.scenario.name, created=now_iso())
+    command = "gronvag optimise " + " ".join(shlex.quote(a) for a in argv)
+    summary = {"scenario": comp.scenario.name, "command": command, "periods": [
+        {"from_s": b, "to_s": e, **s} for (b, e), s in zip(periods, summaries, strict=True)],
+        "transitions": transitions, "wall_s": round(time.perf_counter() - t0, 2)}
+    md = [f"# Time-of-day plans: {comp.scenario.name}", "", f"Made by `{command}`.", "",
+          f"{len(periods)} periods; plans switch at the first cycle start after each boundary, through one "
+          "transition cycle that brings the new plan to its offset (engine.optimise.periods).", "",
+          "| period | cycle(s) [s] | predicted mean delay current -> optimised [s/veh] |", "|---|---|---|"]
+    for (b, e), s in zip(periods, summaries, strict=True):
+        cyc = sorted({g["cycle_s"] for g in s["groups"]})
+        md.append(f"| {b:g}-{e:g} s | {', '.join(map(str, cyc))} | {s['predicted']['current']['mean_delay_s']:.1f} "
+                  f"-> {s['predicted']['optimised']['mean_delay_s']:.1f} |")
+    for k, s in enumerate(summaries):
+        md += ["", render_markdown(s).replace("# Optimised signal plan:", f"## Period {k + 1}:", 1).replace(
+            "\n## ", "\n### ")]
+    files = {"plan.json": encode_planset(ps), "plan.add.xml": planset_to_additional(ps),
+             "summary.json": json.dumps(summary, indent=1, default=float), "summary.md": "\n".join(md) + "\n"}
+    out = write_outputs(args.out, files)
+    if not args.quiet:
+        console.print(f"[bold]{comp.scenario.name}[/bold]: {len(periods)} periods, {len(transitions)} transitions, "
+                      f"{summary['wall_s']} s")
     print(out)
     return 0
 
