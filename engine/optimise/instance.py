@@ -412,7 +412,7 @@ def _coordination_groups(net, demand, chosen: list[int], opts: OptimiseOptions) 
 
 
 def build_instance(net, demand, options: OptimiseOptions, scenario: str = "", ctx=None,
-                   net_file=None, phase_skip: bool = False, model_params=None) -> Instance:
+                   net_file=None, phase_skip: bool = False, model_params=None, structures=None) -> Instance:
     """The instance of (net, demand, options); raises GronvagError when the request cannot be met.
 
     ``net_file``: the SUMO net the network was compiled from: given (a real scenario) and with
@@ -422,6 +422,9 @@ def build_instance(net, demand, options: OptimiseOptions, scenario: str = "", ct
     (:mod:`engine.optimise.structure`; never at signals with pins).
     ``model_params``: the models' constants (``models.evaluate.ModelParams``, e.g. from ``gronvag calibrate``);
     default the models' defaults. Ignored when ``ctx`` is given.
+    ``structures``: {network signal index: (states, durations, adjustable)} phase structures to use instead of the
+    program's (e.g. another phase order, :func:`engine.optimise.structure.order_structures`); they take precedence
+    over ``phase_skip``'s.
     """
     from engine.optimise.explain import group_cycle_range, signal_cycle_range
     from models.evaluate import prepare
@@ -465,6 +468,7 @@ def build_instance(net, demand, options: OptimiseOptions, scenario: str = "", ct
         from engine.optimise.structure import skip_structures
 
         variants = skip_structures(net, [s for s in chosen if s not in pins])
+    variants = {**variants, **{s: v for s, v in (structures or {}).items() if s in chosen and s not in pins}}
     all_states = None
     if variants:
         all_states = tuple(variants[s][0] if s in variants else tuple(net.phase_states[p] for p in net.phases_of(s))
