@@ -319,10 +319,12 @@ def safety_sums(states: tuple[str, ...], spec) -> list[SumConstraint]:
 def _structure(net, s: int, opts: OptimiseOptions, pins: dict[int, int], variant=None):
     from models.network import PHASE_GREEN
 
-    if variant is not None:  # a phase-skipping variant: adjustable greens, fixed transitions
-        states, base, adjustable = variant
+    if variant is not None:  # a structure variant: adjustable greens, fixed transitions (bounds given or free)
+        states, base, adjustable = variant[:3]
         lo = np.where(adjustable, 1, base).astype(np.int64)
         hi = np.where(adjustable, opts.cycle_max_s, base).astype(np.int64)
+        if len(variant) >= 5 and variant[3] is not None:
+            lo, hi = np.asarray(variant[3], np.int64), np.asarray(variant[4], np.int64)
         from engine.plan import phase_kind
 
         kinds = tuple("green" if a else phase_kind(st) for st, a in zip(states, adjustable, strict=True))
