@@ -2,7 +2,8 @@
 
 Built by ``sim.demandcompile.compile_demand`` from SUMO routes / trips / flows and the sumocfg window. Flows are in
 passenger-car units per hour (pcu/h); a vehicle's pcu weight comes from its vehicle class (see
-``sim.demandcompile.PCU_BY_VCLASS``).
+``sim.demandcompile.PCU_BY_VCLASS``). The bus part of the arrivals (vClass bus/coach or a vType id containing
+"bus", ``sim.demandcompile.is_bus_vtype``) is kept separately for the optimiser's bus weight.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ class Demand:
     feed_ptr/feed_mov/feed_share: CSR movement m -> downstream movements m2, with the share of m's flow that goes on
         to m2 (from the routes; shares of one m sum to <= 1, the rest leaves the signal network).
     feed_travel_s: float64: free-flow travel time from m's stop line to m2's stop line.
+    mov_bus_veh_h: float64 (n_bins, n_movements) or None: the part of ``mov_arrival_veh_h`` that buses bring, pcu/h
+        (a bus of vClass bus counts 2.0 pcu); None when the demand was built without it (read as zero).
+    n_buses: buses departing within [begin, end) (expected number for flows).
     """
 
     begin_s: float
@@ -41,6 +45,8 @@ class Demand:
     n_persons: int = 0
     n_routed_trips: int = 0  # trips / from-to flows routed by the compiler (shortest free-flow paths)
     sources: tuple[str, ...] = ()
+    mov_bus_veh_h: np.ndarray | None = None
+    n_buses: int = 0
 
     def __post_init__(self) -> None:
         for value in self.__dict__.values():
@@ -59,3 +65,16 @@ class Demand:
         """Window-average arrival rate per movement, pcu/h (n_movements,)."""
         widths = np.diff(np.minimum(self.bin_edges_s, self.end_s))
         return (self.mov_arrival_veh_h * widths[:, None]).sum(0) / max(self.end_s - self.begin_s, 1e-9)
+
+    def mean_bus_veh_h(self) -> np.ndarray:
+        """Window-average bus arrival rate per movement, pcu/h (n_movements,); zeros without bus data."""
+        if self.mov_bus_veh_h is None:
+            return np.zeros(self.mov_arrival_veh_h.shape[1])
+        widths = np.diff(np.minimum(self.bin_edges_s, self.end_s))
+        return (self.mov_bus_veh_h * widths[:, None]).sum(0) / max(self.end_s - self.begin_s, 1e-9)
+
+    def bus_share(self) -> np.ndarray:
+        """Share of each movement's window flow (pcu) that buses bring, float64 (n_movements,) in [0, 1]."""
+        total = self.mean_arrival_veh_h()
+        bus = self.mean_bus_veh_h()
+        return np.clip(np.divide(bus, total, out=np.zeros_like(total), where=total > 0), 0.0, 1.0)

@@ -10,6 +10,11 @@
 Only vehicles departing within [begin, end) count (SUMO never loads earlier ones). Each is weighted by the
 passenger-car units of its vehicle class. Arrivals are binned by the free-flow time at which they reach each stop
 line; arrivals after ``end`` fall outside the window and are dropped.
+
+Buses: a vehicle whose vType has vClass ``bus`` or ``coach``, or whose vType id contains "bus" (any case; also an
+undeclared type id), is a bus. Its arrivals are also counted in ``Demand.mov_bus_veh_h`` (the bus part of
+``mov_arrival_veh_h``, same unit); a vTypeDistribution counts with the probability-weighted share of its bus
+members. The optimiser's ``--bus-weight`` reads it.
 """
 
 from __future__ import annotations
@@ -35,6 +40,12 @@ PCU_BY_VCLASS = {
     "motorcycle": 0.5, "moped": 0.5, "bicycle": 0.2, "pedestrian": 0.0,
 }
 DEFAULT_VTYPE_CLASS = {"DEFAULT_VEHTYPE": "passenger", "DEFAULT_BIKETYPE": "bicycle", "DEFAULT_PEDTYPE": "pedestrian"}
+BUS_VCLASSES = ("bus", "coach")
+
+
+def is_bus_vtype(type_id: str, vclass: str | None) -> bool:
+    """A bus for the optimiser's bus weight: vClass bus or coach, or a vType id containing "bus"."""
+    return (vclass in BUS_VCLASSES) or "bus" in (type_id or "").lower()
 
 
 class _Router:
@@ -112,6 +123,7 @@ def compile_demand(
     n_bins = max(1, math.ceil((end_s - begin_s) / bin_s - 1e-9))
     M = net.n_movements
     counts = np.zeros((n_bins, M))
+    bus_counts = np.zeros((n_bins, M))
     entry = np.zeros((n_bins, M))
     mov_total = np.zeros(M)
     feed_w: dict[tuple[int, int], float] = defaultdict(float)
@@ -122,6 +134,7 @@ def compile_demand(
     router: _Router | None = None
     n_vehicles = 0
     n_pcu = 0.0
+    n_buses = 0.0
     n_persons = 0
     n_routed = 0
     route_cache: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}
@@ -145,8 +158,10 @@ def compile_demand(
         route_cache[edges] = (movs, times)
         return movs, times
 
-    def add_route(edges: tuple[str, ...], t0: float, t1: float | None, weight: float, path: Path, what: str) -> None:
-        """A vehicle departing at t0 (t1 None) or a flow of ``weight`` pcu/s over [t0, t1)."""
+    def add_route(edges: tuple[str, ...], t0: float, t1: float | None, weight: float, path: Path, what: str,
+                  bus_share: float = 0.0) -> None:
+        """A vehicle departing at t0 (t1 None) or a flow of ``weight`` pcu/s over [t0, t1); ``bus_share``: the
+        part of ``weight`` that buses bring (0..1)."""
         movs, times = movements_on(edges, path, what)
         if not movs:
             return
@@ -155,6 +170,8 @@ def compile_demand(
                 b = int((t0 + dt - begin_s) // bin_s)
                 if 0 <= b < n_bins and t0 + dt < end_s:
                     counts[b, m] += weight
+                    if bus_share:
+                        bus_counts[b, m] += weight * bus_share
                     if j == 0:
                         entry[b, m] += weight
                     mass = weight
@@ -165,6 +182,8 @@ def compile_demand(
                 hi = np.clip(begin_s + bin_s * np.arange(1, n_bins + 1), t0 + dt, min(t1 + dt, end_s))
                 add = weight * np.maximum(hi - lo, 0.0)
                 counts[:, m] += add
+                if bus_share:
+                    bus_counts[:, m] += add * bus_share
                 if j == 0:
                     entry[:, m] += add
                 mass = float(add.sum())
@@ -176,10 +195,20 @@ def compile_demand(
 
     # passenger-car units per vehicle type id; a vTypeDistribution gets its probability-weighted mean
     pcu_of: dict[str, float] = {k: PCU_BY_VCLASS[v] for k, v in DEFAULT_VTYPE_CLASS.items()}
+    # per vehicle type id: (expected buses per vehicle, share of its pcu that buses bring); distributions mix
+    bus_of: dict[str, tuple[float, float]] = {k: (0.0, 0.0) for k in DEFAULT_VTYPE_CLASS}
+
+    def bus_info(type_id: str) -> tuple[float, float]:
+        hit = bus_of.get(type_id)
+        if hit is not None:
+            return hit
+        return (1.0, 1.0) if is_bus_vtype(type_id, None) else (0.0, 0.0)
 
     def read_vtypes(root: ET.Element) -> None:
         for vt in root.iter("vType"):
             pcu_of[vt.get("id")] = PCU_BY_VCLASS.get(vt.get("vClass", "passenger"), 1.0)
+            bus = 1.0 if is_bus_vtype(vt.get("id"), vt.get("vClass", "passenger")) else 0.0
+            bus_of[vt.get("id")] = (bus, bus)
         for dist in root.iter("vTypeDistribution"):
             ids = [vt.get("id") for vt in dist.iter("vType")] + (dist.get("vTypes") or "").split()
             probs = [float(vt.get("probability", "1")) for vt in dist.iter("vType")]
@@ -189,6 +218,10 @@ def compile_demand(
             total = sum(probs[: len(ids)])
             if ids and total > 0:
                 pcu_of[dist.get("id")] = sum(pcu_of.get(i, 1.0) * p for i, p in zip(ids, probs, strict=False)) / total
+                n_bus = sum(bus_info(i)[0] * p for i, p in zip(ids, probs, strict=False)) / total
+                pcu_bus = sum(pcu_of.get(i, 1.0) * bus_info(i)[0] * p for i, p in zip(ids, probs, strict=False))
+                mean_pcu = pcu_of[dist.get("id")] * total
+                bus_of[dist.get("id")] = (n_bus, pcu_bus / mean_pcu if mean_pcu > 0 else n_bus)
 
     for add in additional_files:
         read_vtypes(parse_xml(Path(add)))
@@ -274,9 +307,11 @@ def compile_demand(
                 if edges is None:
                     continue
                 w = pcu(el)
+                n_bus, bus_share = bus_info(el.get("type", "DEFAULT_VEHTYPE"))
                 n_vehicles += 1
                 n_pcu += w
-                add_route(edges, t0, None, w, rf, what)
+                n_buses += n_bus
+                add_route(edges, t0, None, w, rf, what, bus_share)
             else:
                 fb = float(el.get("begin", begin_s))
                 fe = float(el.get("end", fb + 3600.0 if el.get("number") is None else end_s))
@@ -290,10 +325,12 @@ def compile_demand(
                 if edges is None:
                     continue
                 w = pcu(el)
+                n_bus, bus_share = bus_info(el.get("type", "DEFAULT_VEHTYPE"))
                 n = rate * (e - b)
                 n_vehicles += round(n)
                 n_pcu += w * n
-                add_route(edges, b, e, w * rate, rf, what)
+                n_buses += n_bus * n
+                add_route(edges, b, e, w * rate, rf, what, bus_share)
 
     if n_vehicles == 0:
         files = ", ".join(Path(r).name for r in route_files) or "(no route files)"
@@ -303,6 +340,7 @@ def compile_demand(
         )
     widths = np.minimum(begin_s + bin_s * np.arange(1, n_bins + 1), end_s) - (begin_s + bin_s * np.arange(n_bins))
     rate = counts * (3600.0 / widths)[:, None]
+    bus_rate = bus_counts * (3600.0 / widths)[:, None]
     entry_rate = entry * (3600.0 / widths)[:, None]
     appr_total = np.zeros(net.n_approaches)
     np.add.at(appr_total, net.mov_approach, mov_total)
@@ -322,12 +360,14 @@ def compile_demand(
         mov_arrival_veh_h=rate,
         mov_entry_veh_h=entry_rate,
         mov_turn_ratio=turn,
+        mov_bus_veh_h=bus_rate,
         feed_ptr=ptr,
         feed_mov=feed_mov,
         feed_share=feed_share,
         feed_travel_s=feed_tt,
         n_vehicles=int(n_vehicles),
         n_pcu=float(n_pcu),
+        n_buses=int(round(n_buses)),
         n_persons=int(n_persons),
         n_routed_trips=int(n_routed),
         sources=tuple(str(r) for r in route_files),
