@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--phase-skip", action="store_true",
                     help="leave out green phases a program does not need (every signal group keeps its green; "
                          "transitions from the safety spec; see engine.optimise.structure)")
+    ap.add_argument("--phase-order", action="store_true",
+                    help="let the model choose the order of each signal's green phases (lead or lag of turning "
+                         "phases) where the safety rules allow another (see engine.optimise.order)")
     ap.add_argument("--equal-lane-shares", action="store_true",
                     help="keep the compiler's 1/k split of shared lanes (default: divide them by demand)")
     ap.add_argument("--routes", nargs="+", help="route / trip / flow files (override the configuration's)")
@@ -127,6 +130,7 @@ def run(args, argv: list[str]) -> int:
     if inst.skipped:
         base_inst = build_instance(comp.net, comp.demand, opts, scenario=comp.scenario.name,
                                    net_file=comp.scenario.net_file, model_params=params)
+    order_info = None
     t0 = time.perf_counter()
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                         TextColumn("{task.fields[obj]}"), console=console, disable=args.quiet, transient=True)
@@ -135,6 +139,8 @@ def run(args, argv: list[str]) -> int:
         task = progress.add_task("optimising", total=opts.time_limit_s, obj="")
         reporter = _RichReporter(progress, task, t0) if not args.quiet else Reporter()
         res = optimise(inst, reporter)
+        if args.phase_order:
+            res, inst, base_inst, order_info = _phase_order(args, comp, opts, params, inst, base_inst, res, reporter)
         if args.sim_check:
             import tempfile
             from pathlib import Path
@@ -167,6 +173,8 @@ def run(args, argv: list[str]) -> int:
         summary["sim_check"] = sim_info
     if polish_info is not None:
         summary["sim_polish"] = polish_info
+    if order_info is not None:
+        summary["phase_order"] = order_info
     summary["wall_s"] = round(time.perf_counter() - t0, 2)
     out = write_outputs(args.out, output_files(inst, res.solution, summary))
     cur, new = summary["predicted"]["current"], summary["predicted"]["optimised"]
@@ -178,6 +186,32 @@ def run(args, argv: list[str]) -> int:
                       f"{cur['stops_per_veh']:.2f} -> {new['stops_per_veh']:.2f}")
     print(out)
     return 0
+
+
+def _phase_order(args, comp, opts, params, inst, base_inst, res, reporter):
+    """--phase-order: the model's choice of green-phase orders, then the optimiser again on those structures; the
+    re-optimised result only where the model scores it better. Returns (res, inst, base_inst, summary record)."""
+    from engine.optimise.instance import build_instance
+    from engine.optimise.order import choose_orders
+    from engine.optimise.run import optimise
+
+    def build(structures):
+        return build_instance(comp.net, comp.demand, opts, scenario=comp.scenario.name,
+                              net_file=comp.scenario.net_file, phase_skip=args.phase_skip, model_params=params,
+                              structures=structures)
+
+    chosen, records = choose_orders(build, inst, res, reporter)
+    info = {"changed": records, "kept": "program order"}
+    if not chosen:
+        return res, inst, base_inst, info
+    inst2 = build(chosen)
+    res2 = optimise(inst2, reporter)
+    info["objective_program_order"] = round(float(res.optimised[0]), 1)
+    info["objective_new_order"] = round(float(res2.optimised[0]), 1)
+    if res2.optimised[0] < res.optimised[0]:
+        info["kept"] = "new order"
+        return res2, inst2, (inst2 if base_inst is inst else base_inst), info
+    return res, inst, base_inst, info
 
 
 def run_periods(args, argv: list[str], opts, params, comp, console) -> int:

@@ -1,4 +1,5 @@
-"""Phase structure variants: leave out green phases the program does not need (``--phase-skip``).
+"""Phase structure variants: leave out green phases the program does not need (``--phase-skip``), or run the
+program's green phases in another order (``--phase-order``: lead or lag of a turning phase).
 
 Some programs cycle through more green phases than their signal groups need (RESCO's grid programs show each of
 eight stages, including both split-phase and paired versions of the same movements). Every extra stage costs its
@@ -14,6 +15,11 @@ used when they follow each other in the program, otherwise one is built from the
 
 A variant is accepted only if ``engine.safety.check_plan`` passes it at the minimum greens and at the current
 durations. Signals without a smaller legal cover keep their program.
+
+Phase order (:func:`order_structures`): every other cyclic order of a signal's green phases (3 to 5 of them; with
+two there is only one order), with the program's transitions where two greens still follow each other and built
+transitions elsewhere, under the same acceptance test. A protected left-turn phase after the through phase (lag)
+becomes one before it (lead), and so on. Which order to run is the model's choice (engine.optimise.order).
 """
 
 from __future__ import annotations
@@ -143,4 +149,49 @@ def skip_structures(net, signals: list[int], min_green_s: int = 5) -> dict[int, 
             if _safe(net.signal_ids[s], v_states, v_durs, spec) and _safe(net.signal_ids[s], v_states, low, spec):
                 out[s] = (v_states, v_durs, v_adj)
                 break
+    return out
+
+
+def green_orders(states: tuple[str, ...]) -> list[tuple[int, ...]]:
+    """Other cyclic orders of the program's green phases, each made by swapping two greens that follow each other
+    (a lagging phase leads, or the other way round); rotations count as the same order. None with fewer than 3
+    greens (two greens have one cyclic order)."""
+    greens = [p for p, st in enumerate(states) if _is_main_green(st)]
+    n = len(greens)
+    if n < 3:
+        return []
+
+    def norm(seq):
+        k = seq.index(greens[0])
+        return tuple(seq[k:] + seq[:k])
+
+    out = []
+    for i in range(n):
+        seq = list(greens)
+        j = (i + 1) % n
+        seq[i], seq[j] = seq[j], seq[i]
+        o = norm(seq)
+        if o != tuple(greens) and o not in out:
+            out.append(o)
+    return out
+
+
+def order_structures(net, signals: list[int], min_green_s: int = 5) -> dict[int, list[tuple]]:
+    """For each signal (network index) with legal other orders of its green phases: [(states, durations,
+    adjustable, order), ...] (see the module docstring)."""
+    out = {}
+    for s in signals:
+        ph = list(net.phases_of(s))
+        states = tuple(net.phase_states[p] for p in ph)
+        durs = np.array([max(1, int(round(net.phase_duration_s[p]))) for p in ph])
+        spec = net.signal_spec(s)
+        found = []
+        for order in green_orders(states):
+            v_states, v_durs, v_adj = variant_program(states, durs, order, spec)
+            low = v_durs.copy()
+            low[v_adj] = max(min_green_s, int(spec.min_green_s.max()))
+            if _safe(net.signal_ids[s], v_states, v_durs, spec) and _safe(net.signal_ids[s], v_states, low, spec):
+                found.append((v_states, v_durs, v_adj, tuple(order)))
+        if found:
+            out[s] = found
     return out
