@@ -16,7 +16,7 @@ level of permissive ('g') greens, Robertson's dispersion, and a base time loss p
 The result is a JSON file (schema ``gronvag.model-params/1``: the constants, the fit before and after, and what it
 was calibrated on) that ``gronvag predict --params`` and ``gronvag optimise --params`` read. Calibrate on plans
 and seeds disjoint from those you judge the model on (``bench/bench_models_fidelity.py`` does: plans drawn with
-seed 1000 and SUMO seeds 101-102 to calibrate, plans drawn with seed 0 and SUMO seeds 1-3 to judge).
+seed 1000 and SUMO seeds 101-103 to calibrate, plans drawn with seed 0 and SUMO seeds 1-3 to judge).
 
 Shared lanes: the saturation flow of a lane that several movements share is divided by their demand, lane by lane
 (``engine.optimise.calibrate``), as the optimiser does; the fitted constants apply on top of that.
@@ -238,29 +238,37 @@ def params_to_obj(params) -> dict:
     return asdict(params)
 
 
-def calibrate(spec, n_plans: int = 16, seeds=(101, 102), model: str = "cyclic", seed: int = 1000,
-              workers: int = 2, max_evals: int = 200, base=None, log=print) -> dict:
-    """Draw plans, measure them in SUMO, fit the constants; the calibration record (see the module docstring)."""
+def calibration_set(comp, n_plans: int = 24, seeds=(101, 102, 103), seed: int = 1000, workers: int = 2,
+                    protocol: str = "default"):
+    """(plan sets, SUMO mean time loss per plan set (K,), SUMO wall s): the random plans of a calibration, measured.
+    ``comp`` must already have its shared lanes split (:func:`shared_lanes_by_demand`)."""
+    plansets = random_plansets(comp.net, n_plans, np.random.default_rng(seed),
+                               flow_ratio=phase_flow_ratios(comp.net, comp.demand))
+    t0 = time.perf_counter()
+    runs = measure(comp, plansets, list(seeds), workers, protocol)
+    target = np.array([[r["mean_time_loss_s"] for r in row] for row in runs]).mean(1)
+    return plansets, target, time.perf_counter() - t0
+
+
+def calibrate(spec, n_plans: int = 24, seeds=(101, 102, 103), model: str = "cyclic", seed: int = 1000,
+              workers: int = 2, max_evals: int = 200, base=None, log=print, data=None) -> dict:
+    """Draw plans, measure them in SUMO, fit the constants; the calibration record (see the module docstring).
+    ``data``: a :func:`calibration_set` already measured (for fitting several models to the same runs)."""
     from models.evaluate import ModelParams
     from sim.scenario import compile_scenario
 
     comp0 = compile_scenario(spec) if isinstance(spec, str | Path) else spec
     comp, base = shared_lanes_by_demand(comp0, base or ModelParams())
-    plansets = random_plansets(comp.net, n_plans, np.random.default_rng(seed),
-                               flow_ratio=phase_flow_ratios(comp.net, comp.demand))
-    t0 = time.perf_counter()
-    runs = measure(comp, plansets, list(seeds), workers)
-    t_sumo = time.perf_counter() - t0
-    target = np.array([[r["mean_time_loss_s"] for r in row] for row in runs]).mean(1)
+    plansets, target, t_sumo = data if data is not None else calibration_set(comp, n_plans, seeds, seed, workers)
     before = fit_stats(predict(comp, plansets, base, model), target)
-    log(f"{comp.scenario.name}: {n_plans} plans x {len(seeds)} seeds in SUMO ({t_sumo:.0f} s); "
+    log(f"{comp.scenario.name}: {len(plansets)} plans x {len(seeds)} seeds in SUMO ({t_sumo:.0f} s); "
         f"{model} model before: Spearman {before['spearman']}, MAPE {before['mape_pct']} %")
     t0 = time.perf_counter()
     params, after = fit(comp, plansets, target, base, model, max_evals=max_evals)
     log(f"after fitting ({time.perf_counter() - t0:.0f} s): Spearman {after['spearman']}, MAPE {after['mape_pct']} %")
     return {"schema": SCHEMA, "model": model, "params": params_to_obj(params),
             "fitted": list(FITTED), "fit_before": before, "fit_after": after,
-            "calibrated_on": {"scenario": comp.scenario.name, "plans": n_plans, "plan_seed": seed,
+            "calibrated_on": {"scenario": comp.scenario.name, "plans": len(plansets), "plan_seed": seed,
                               "sumo_seeds": list(seeds), "sumo_mean_time_loss_s": np.round(target, 2).tolist()}}
 
 
@@ -274,8 +282,8 @@ def main(argv: list[str]) -> int:
                                  description="fit the models' constants to SUMO runs of random plans")
     _scenario_args(ap)
     ap.add_argument("--out", required=True, help="the calibration file to write (JSON, gronvag.model-params/1)")
-    ap.add_argument("--plans", type=int, default=16, help="random plan sets (default 16)")
-    ap.add_argument("--seeds", default="101,102", help="SUMO seeds, comma-separated (default 101,102)")
+    ap.add_argument("--plans", type=int, default=24, help="random plan sets (default 24)")
+    ap.add_argument("--seeds", default="101,102,103", help="SUMO seeds, comma-separated (default 101,102,103)")
     ap.add_argument("--model", choices=("cyclic", "queue"), default="cyclic", help="model to fit (default cyclic)")
     ap.add_argument("--plan-seed", type=int, default=1000, help="seed of the random plans (default 1000)")
     ap.add_argument("--jobs", type=int, default=2, help="SUMO runs in parallel (default 2)")
