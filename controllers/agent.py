@@ -7,7 +7,8 @@ Rules:
   running plan and back out of it to the fallback plan. Unsafe plans are rejected whole; the running plan keeps going.
 * An accepted plan is written to disk (atomically, fsynced) *before* ACK ``accepted``; the runner switches at a safe
   transition point, the state is written again and ACK ``applied`` follows. A plan is applied at most once.
-* The same (epoch, seq, sha256) again gets ``duplicate`` (with the stored status); an older one ``superseded``.
+* The same (epoch, seq, sha256) again gets ``duplicate`` (with the stored status); an older one ``superseded``. A
+  pending plan (accepted, not yet applied) that a newer one replaces is never applied; the newer plan's ACK says so.
 * Lease: every PLAN, PING or WELCOME from the engine renews it. When it runs out the agent reverts to its fallback
   plan, reports ``fallback`` mode and raises the ``LEASE_EXPIRED`` alarm; only a fresh PLAN (newer seq) brings
   central control back.
@@ -388,7 +389,11 @@ class ControllerAgent:
             self.store.save(st)
             self._ack(msg, "rejected", reason)
             return
-        previous = st.accepted if st.accepted_status == "accepted" else None  # accepted, never applied
+        if st.accepted_status == "accepted":
+            # a plan accepted but not yet applied is replaced: it will never run. No message of its own: this ACK's
+            # last_accepted tells the engine (which only ever waits for its latest plan)
+            log.debug("%s: pending plan %s superseded by %s before it was applied", self.id,
+                      st.accepted.ref.short(), ref.short())
         st.accepted = StoredPlan(ref=ref, plan=msg.plan, activation=msg.activation, lease_s=msg.lease_s,
                                  msg_id=msg.msg_id)
         st.accepted_status = "accepted"
@@ -398,10 +403,6 @@ class ControllerAgent:
         self.store.save(st)  # durable before ACCEPTED
         self._ack(msg, "accepted")
         log.debug("%s: accepted PLAN %s (activation %s)", self.id, ref.short(), msg.activation.kind)
-        if previous is not None and self.runner.pending_key == previous.ref:
-            self._ack(PlanMsg(msg_id=previous.msg_id, controller_id=self.id, ref=previous.ref,
-                              activation=previous.activation, lease_s=previous.lease_s, plan=previous.plan),
-                      "superseded", f"replaced by {ref.epoch}/{ref.seq} before it was applied")
         self._request(plan, ref, msg.activation)
         if LEASE_ALARM in self._alarms:
             self._alarm(LEASE_ALARM, False, f"central control restored by plan {ref.short()}")
