@@ -10,6 +10,10 @@ One plan per signal for the whole demand window (its validity period is the wind
 time-sliced demand are not made yet. ``--time-limit`` bounds the model optimisation (scenario compile excluded);
 ``--sim-check`` adds SUMO runs on training seeds after it (see :mod:`engine.optimise.simcheck`). ``--help`` needs a
 SCENARIO before it when called through ``gronvag`` (``gronvag optimise x --help``).
+
+Objective weights (:mod:`engine.optimise.evaluation`): ``--bus-weight W`` counts a bus's delay and stops W times
+(default 1: off); ``--ped-weight W`` adds W times the HCM pedestrian delay at signalised crossings (default 0: off)
+with ``--ped-flow P`` pedestrians/h per crossing (default 100).
 """
 
 from __future__ import annotations
@@ -37,6 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--signals", help="comma-separated traffic light ids to optimise (default: all)")
     ap.add_argument("--stop-cost", type=float, default=DEFAULT_STOP_COST_S,
                     help=f"seconds of delay one stop costs (default {DEFAULT_STOP_COST_S:g}: its fuel and CO2)")
+    ap.add_argument("--bus-weight", type=float, default=1.0, metavar="W",
+                    help="a bus's delay and stops count W times what they count now (its pcu times a car's); "
+                         "buses: vClass bus/coach or a vType id with 'bus' (default 1: off; see "
+                         "engine.optimise.evaluation)")
+    ap.add_argument("--ped-weight", type=float, default=0.0, metavar="W",
+                    help="add W times the pedestrian delay at signalised crossings, HCM (C - g_walk)^2 / (2 C) per "
+                         "pedestrian (default 0: pedestrians not in the objective)")
+    ap.add_argument("--ped-flow", type=float, default=None, metavar="P",
+                    help="pedestrians/h per signalised crossing for --ped-weight (default 100; the scenario's "
+                         "persons are not attributed to crossings)")
     ap.add_argument("--cycle-min", type=int, default=40, help="shortest cycle, s (default 40)")
     ap.add_argument("--cycle-max", type=int, default=120, help="longest cycle, s (default 120)")
     ap.add_argument("--max-dos", type=float, default=0.90,
@@ -90,7 +104,8 @@ def options_from_args(args) -> OptimiseOptions:
         cycle_min_s=args.cycle_min, cycle_max_s=args.cycle_max, max_dos=args.max_dos, signals=signals,
         pins=tuple(Pin.parse(p) for p in args.pin), program_id=args.program_id,
         coord_travel_max_s=args.coord_travel_max, search=not args.no_search, search_rounds=args.search_rounds,
-        shared_lanes_by_demand=not args.equal_lane_shares)
+        shared_lanes_by_demand=not args.equal_lane_shares, bus_weight=args.bus_weight, ped_weight=args.ped_weight,
+        ped_flow_h=args.ped_flow)
     opts.check()
     return opts
 

@@ -6,7 +6,24 @@ enters uniformly at its mean rate (the capacity-limited departures of the upstre
 programs). Its template is the models' template restricted to the group's signals, so the common period is the
 group's cycle and candidates are evaluated K at a time with ``models.cyclic.evaluate_batch``.
 
-Objective of a candidate: delay (veh-s/h) + stop_cost_s * stops (/h), both as the cyclic model computes them.
+Objective of a candidate (the same everywhere: :meth:`GroupEvaluator.score`, the offset tables here, the CP-SAT
+split tables of :mod:`engine.optimise.model`)::
+
+    sum_m w_m q_m (d_m + k h_m)  +  W_ped sum_c P_c (C - g_c)^2 / (2 C)
+
+* q_m, d_m, h_m: movement m's flow (pcu/h), delay (s) and stops per vehicle as the cyclic model computes them;
+  k = ``--stop-cost`` (s of delay per stop);
+* w_m = 1 + (W_bus - 1) b_m, with W_bus = ``--bus-weight`` (default 1) and b_m the share of m's flow (pcu) that
+  buses bring (``Demand.bus_share``): a bus's delay and stops count W_bus times what they count at W_bus = 1 (its
+  pcu, 2.0 for vClass bus, times a car's). With W_bus = 1 every w_m is exactly 1 and the objective is the
+  unweighted one, computed the same way as before;
+* pedestrians (``--ped-weight`` W_ped, default 0: off): at every signalised crossing c of the signal, the HCM
+  pedestrian delay (C - g_c)^2 / (2 C) s per pedestrian (C the signal's cycle, g_c its walk green: the seconds its
+  link is green 'G'/'g' in the plan's phases), times P_c pedestrians/h: ``--ped-flow`` per crossing (default 100
+  when W_ped > 0), split equally over the crossing's links. Pedestrian flows are not taken from the scenario's
+  persons (walks are not attributed to crossings).
+
+:class:`SignalWeights` holds one signal's part of this (built with the instance, :func:`signal_weights`).
 """
 
 from __future__ import annotations
@@ -18,11 +35,97 @@ import numpy as np
 from models import cyclic
 from models.plans import Template
 
+DEFAULT_PED_FLOW_H = 100.0  # pedestrians/h per crossing when --ped-weight is on and --ped-flow is not given
+
+
+def ped_delay_s(cycle_s, walk_green_s) -> np.ndarray:
+    """HCM pedestrian delay at a signalised crossing, s per pedestrian: (C - g)^2 / (2 C) (g clipped to [0, C])."""
+    c = np.asarray(cycle_s, np.float64)
+    g = np.clip(np.asarray(walk_green_s, np.float64), 0.0, c)
+    return np.divide((c - g) ** 2, 2.0 * c, out=np.zeros(np.broadcast(c, g).shape), where=c > 0)
+
+
+@dataclass(frozen=True, eq=False)
+class SignalWeights:
+    """One signal's weights in the objective (see the module docstring).
+
+    mov_weight: float64 (n_mov,) w_m = 1 + (W_bus - 1) * bus share, in the order of ``SignalInstance.movements``.
+    mov_bus_veh_h: float64 (n_mov,) window-mean bus arrivals, pcu/h; mov_bus_share: their share of the movement's
+    flow (pcu), in [0, 1]. bus_weight: W_bus.
+    ped_green: float64 (n_ped, n_phases) 1 where pedestrian link j is green ('G'/'g') in phase p.
+    ped_flow_h: float64 (n_ped,) pedestrians/h over link j. ped_crossing: crossing id of each link.
+    ped_weight: W_ped (0: pedestrians not in the objective).
+    """
+
+    mov_weight: np.ndarray
+    mov_bus_veh_h: np.ndarray
+    mov_bus_share: np.ndarray
+    bus_weight: float
+    ped_green: np.ndarray
+    ped_flow_h: np.ndarray
+    ped_crossing: tuple[str, ...]
+    ped_weight: float
+
+    @property
+    def weighted(self) -> bool:
+        """Whether any movement weight differs from 1."""
+        return bool(np.any(self.mov_weight != 1.0))
+
+    @property
+    def ped_on(self) -> bool:
+        return self.ped_weight > 0 and self.ped_flow_h.size > 0 and bool(self.ped_flow_h.sum() > 0)
+
+    def ped_delay_s_h(self, durations: np.ndarray) -> np.ndarray:
+        """Pedestrian delay, pedestrian-seconds per hour (unweighted), for durations (..., n_phases) -> (...)."""
+        d = np.asarray(durations, np.float64)
+        if not self.ped_flow_h.size:
+            return np.zeros(d.shape[:-1])
+        c = d.sum(-1)
+        g = d @ self.ped_green.T
+        return (self.ped_flow_h * ped_delay_s(c[..., None], g)).sum(-1)
+
+    def ped_cost(self, durations: np.ndarray) -> np.ndarray:
+        """The pedestrian term of the objective, W_ped * ped_delay_s_h (0 when off)."""
+        d = np.asarray(durations, np.float64)
+        if not self.ped_on:
+            return np.zeros(d.shape[:-1])
+        return self.ped_weight * self.ped_delay_s_h(d)
+
+
+def signal_weights(net, demand, s: int, states: tuple[str, ...], movements: np.ndarray, options) -> SignalWeights:
+    """The weights of signal ``s`` (phase states ``states``, global ``movements``) under the optimiser's options
+    (``bus_weight``, ``ped_weight``, ``ped_flow_h``; see the module docstring)."""
+    bus_w = float(getattr(options, "bus_weight", 1.0))
+    ped_w = float(getattr(options, "ped_weight", 0.0))
+    movements = np.asarray(movements, np.int64)
+    bus = np.asarray(demand.mean_bus_veh_h(), np.float64)[movements]
+    share = np.asarray(demand.bus_share(), np.float64)[movements]
+    weight = np.ones(movements.size)
+    if bus_w != 1.0:
+        weight = 1.0 + (bus_w - 1.0) * share
+    flow_p = getattr(options, "ped_flow_h", None)
+    flow_p = DEFAULT_PED_FLOW_H if flow_p is None else float(flow_p)
+    base = int(net.signal_link_ptr[s])
+    links = [(l - base, int(net.link_crossing[l])) for l in range(base, int(net.signal_link_ptr[s + 1]))
+             if int(net.link_crossing[l]) >= 0]
+    per_crossing: dict[int, int] = {}
+    for _, c in links:
+        per_crossing[c] = per_crossing.get(c, 0) + 1
+    green = np.zeros((len(links), len(states)))
+    for j, (li, _) in enumerate(links):
+        for p, st in enumerate(states):
+            green[j, p] = 1.0 if li < len(st) and st[li] in "Gg" else 0.0
+    flows = np.array([flow_p / per_crossing[c] for _, c in links], np.float64)
+    return SignalWeights(weight, bus, share, bus_w, green, flows, tuple(net.crossing_ids[c] for _, c in links), ped_w)
+
 
 @dataclass
 class Scores:
     """Per-candidate results. objective, delay_veh_s_h, stops_veh_h, max_dos: float64 (K,); mov_cost: float64 (K, M)
-    (cost of each movement, or None when per-movement output was not asked for); mov_dos likewise."""
+    (weighted cost of each movement, the signal's pedestrian term added to its first movement, or None when
+    per-movement output was not asked for); mov_dos likewise. ped_delay_s_h: float64 (K,) pedestrian-seconds per
+    hour (unweighted; zeros when pedestrians are off); bus_delay_veh_s_h: float64 (K,) bus delay (pcu-s/h) when the
+    bus weight is on and per-movement results were computed, else None."""
 
     objective: np.ndarray
     delay_veh_s_h: np.ndarray
@@ -30,6 +133,47 @@ class Scores:
     max_dos: np.ndarray
     mov_cost: np.ndarray | None
     mov_dos: np.ndarray | None
+    ped_delay_s_h: np.ndarray | None = None
+    bus_delay_veh_s_h: np.ndarray | None = None
+
+
+def network_terms(inst, ev, sol=None) -> dict:
+    """The weighted objective and its bus and pedestrian parts on the whole network, for the summary.
+
+    ``ev``: ``models.evaluate.Evaluation`` of a plan; ``sol``: its ``Solution`` (None: the current programs, whose
+    walk greens come from the network's programs). Movement weights w_m = 1 + (W_bus - 1) * bus share on every
+    movement; pedestrians at the instance's signals. Returns objective_weighted (veh-s/h + k stops/h, weighted, plus
+    the weighted pedestrian term), bus_delay_s (mean delay per bus, s), bus_flow_veh_h (pcu/h), ped_delay_s (mean
+    HCM delay per pedestrian, s), ped_flow_h.
+    """
+    opts = inst.options
+    share = np.asarray(inst.demand.bus_share(), np.float64)
+    w = 1.0 + (float(opts.bus_weight) - 1.0) * share
+    flow = np.asarray(ev.mov_flow_veh_h, np.float64)
+    delay = np.asarray(ev.mov_delay_s, np.float64)
+    cost = flow * (delay + opts.stop_cost_s * np.asarray(ev.mov_stops_per_veh, np.float64))
+    obj = float(cost.sum()) if float(opts.bus_weight) == 1.0 else float((w * cost).sum())
+    bus_flow = flow * share
+    ped_delay = ped_flow = ped_cost = 0.0
+    net = inst.net
+    for i, sig in enumerate(inst.signals):
+        sw = getattr(sig, "weights", None)
+        if sw is None:
+            continue
+        if sol is None:
+            states = tuple(net.phase_states[p] for p in net.phases_of(sig.index))
+            d = np.array([net.phase_duration_s[p] for p in net.phases_of(sig.index)], np.float64)
+            sw = signal_weights(net, inst.demand, sig.index, states, sig.movements, opts)
+        else:
+            d = np.asarray(sol.timings[i].durations_s, np.float64)
+        pd = float(sw.ped_delay_s_h(d))
+        ped_delay += pd
+        ped_flow += float(sw.ped_flow_h.sum())
+        ped_cost += float(sw.ped_cost(d))
+    return {"objective_weighted": obj + ped_cost,
+            "bus_delay_s": float((bus_flow * delay).sum() / bus_flow.sum()) if bus_flow.sum() > 0 else 0.0,
+            "bus_flow_veh_h": float(bus_flow.sum()),
+            "ped_delay_s": ped_delay / ped_flow if ped_flow > 0 else 0.0, "ped_flow_h": ped_flow}
 
 
 def outside_departures_veh_h(ctx) -> np.ndarray:
@@ -78,6 +222,17 @@ class GroupEvaluator:
         # movement -> signal (position in the group), and each signal's neighbourhood: own + fed movements
         self.mov_sig = np.repeat(np.arange(len(self.signals)), [s.movements.size for s in self.signals])
         self.flow_veh_h = entry * 3600.0  # entries only; arrival flows come from the model
+        # objective weights (module docstring): per movement, and each signal's pedestrian term
+        ws = [getattr(s, "weights", None) for s in self.signals]
+        self.mov_weight = np.concatenate([w.mov_weight if w is not None else np.ones(s.movements.size)
+                                          for s, w in zip(self.signals, ws, strict=True)]).astype(np.float64)
+        self.bus_share = np.concatenate([w.mov_bus_share if w is not None else np.zeros(s.movements.size)
+                                         for s, w in zip(self.signals, ws, strict=True)]).astype(np.float64)
+        self.weighted = bool(np.any(self.mov_weight != 1.0))
+        self.ped = [(k, w) for k, w in enumerate(ws) if w is not None and w.ped_flow_h.size]
+        self.ped_on = any(w.ped_on for _, w in self.ped)
+        first = np.searchsorted(self.mov_sig, np.arange(len(self.signals)))
+        self.first_mov = np.where(first < self.mov_sig.size, first, -1)
 
     @property
     def n_signals(self) -> int:
@@ -102,16 +257,46 @@ class GroupEvaluator:
                                                       self.ctx.params.max_period_s)
         return cyclic.CyclicPlans(period, ws, wl, wv)
 
+    def ped_terms(self, durations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(weighted pedestrian cost, unweighted pedestrian delay in ped-s/h), float64 (K, n_signals) each, for
+        durations (K, n_group_phases)."""
+        d = np.atleast_2d(np.asarray(durations, np.float64))
+        cost = np.zeros((d.shape[0], len(self.signals)))
+        delay = np.zeros_like(cost)
+        ptr = self.phase_ptr
+        for k, w in self.ped:
+            dk = d[:, int(ptr[k]):int(ptr[k + 1])]
+            delay[:, k] = w.ped_delay_s_h(dk)
+            if w.ped_on:
+                cost[:, k] = w.ped_weight * delay[:, k]
+        return cost, delay
+
     def score(self, durations: np.ndarray, offsets: np.ndarray, per_movement: bool = False) -> Scores:
+        """Objective (module docstring) and its parts for K candidates: durations (K, n_group_phases), offsets
+        (K, n_signals)."""
         plans = self.plans(durations, offsets)
-        tot, mov = cyclic.evaluate_batch(self.net, plans, self.ctx.cyclic_opts, per_movement=per_movement)
+        need_mov = per_movement or self.weighted
+        tot, mov = cyclic.evaluate_batch(self.net, plans, self.ctx.cyclic_opts, per_movement=need_mov)
         obj = tot.delay_veh_s_h + self.stop_cost_s * tot.stops_veh_h
-        mov_cost = mov_dos = None
-        if per_movement:
-            mov_cost = mov.flow_veh_h * (mov.uniform_delay_s + mov.overflow_delay_s
-                                         + self.stop_cost_s * mov.stops_per_veh)
-            mov_dos = mov.dos
-        return Scores(obj, tot.delay_veh_s_h, tot.stops_veh_h, tot.max_dos, mov_cost, mov_dos)
+        mov_cost = mov_dos = bus_delay = None
+        if need_mov:
+            cost = mov.flow_veh_h * (mov.uniform_delay_s + mov.overflow_delay_s + self.stop_cost_s * mov.stops_per_veh)
+            if self.weighted:  # the unweighted total plus the extra weight of the bus share: exact at W_bus = 1
+                obj = obj + (cost * (self.mov_weight - 1.0)).sum(1)
+                cost = cost * self.mov_weight
+                bus_delay = (mov.flow_veh_h * self.bus_share * (mov.uniform_delay_s + mov.overflow_delay_s)).sum(1)
+            if per_movement:
+                mov_cost = cost
+                mov_dos = mov.dos
+        ped_cost, ped_delay = self.ped_terms(durations)
+        if self.ped_on:
+            obj = obj + ped_cost.sum(1)
+            if mov_cost is not None:  # each signal's pedestrian term on its first movement (search.LocalSearch)
+                for k in range(len(self.signals)):
+                    if self.first_mov[k] >= 0:
+                        mov_cost[:, self.first_mov[k]] += ped_cost[:, k]
+        return Scores(obj, tot.delay_veh_s_h, tot.stops_veh_h, tot.max_dos, mov_cost, mov_dos, ped_delay.sum(1),
+                      bus_delay)
 
     def profiles(self, durations: np.ndarray, offsets: np.ndarray):
         """Steady-state (arrivals, capacity, departures) float64 (M, P) of one candidate."""
@@ -146,6 +331,8 @@ class GroupEvaluator:
         spec = OffsetRows(np.array([m for _, m in keys], np.int64), ptr, n.in_src[fl], n.in_share[fl],
                           n.in_shift_s[fl], n.in_keep[fl])
         per_row = offset_tables(spec, Profiles(arr, cap, dep), self.stop_cost_s) * (3600.0 / c)
+        if self.weighted:  # a row's cost is the cost of its downstream movement: weighted by that movement
+            per_row = per_row * self.mov_weight[spec.dst][:, None]
         o = np.mod(np.asarray(offsets, np.int64).ravel(), c)
         tables: dict[tuple[int, int], np.ndarray] = {}
         e = np.arange(c)

@@ -92,6 +92,12 @@ class OptimiseOptions:
     search_rounds: int = 400  # local-search rounds at most (a deterministic stop; the time limit is a cap)
     shared_lanes_by_demand: bool = True  # engine.optimise.calibrate (needs the net file)
     max_cycle_candidates: int = 41  # cycles the CP-SAT split model chooses from (fewer on large groups)
+    # objective weights (engine.optimise.evaluation): a bus's delay and stops count bus_weight times (1: off);
+    # pedestrian delay at signalised crossings counts ped_weight times (0: off), ped_flow_h pedestrians/h per
+    # crossing (None: evaluation.DEFAULT_PED_FLOW_H)
+    bus_weight: float = 1.0
+    ped_weight: float = 0.0
+    ped_flow_h: float | None = None
 
     def check(self) -> None:
         if self.time_limit_s <= 0:
@@ -107,6 +113,10 @@ class OptimiseOptions:
             raise GronvagError(f"--cycle-max {self.cycle_max_s} s is above 600 s")
         if not 0.1 <= self.max_dos <= 2.0:
             raise GronvagError(f"--max-dos must lie in [0.1, 2], got {self.max_dos:g}")
+        for flag, v in (("--bus-weight", self.bus_weight), ("--ped-weight", self.ped_weight),
+                        ("--ped-flow", self.ped_flow_h)):
+            if v is not None and not (np.isfinite(v) and v >= 0):
+                raise GronvagError(f"{flag} must be a finite number >= 0, got {v:g}")
 
 
 # ------------------------------------------------------------------------------------------------ structures
@@ -156,6 +166,7 @@ class SignalInstance:
     sum_matrix: np.ndarray = field(default=None, repr=False)  # int8 (n_sums, n_phases)
     sum_lo: np.ndarray = field(default=None, repr=False)
     sum_hi: np.ndarray = field(default=None, repr=False)
+    weights: object = field(default=None, repr=False)  # evaluation.SignalWeights (None: unweighted objective)
 
     @property
     def n_phases(self) -> int:
@@ -428,6 +439,7 @@ def build_instance(net, demand, options: OptimiseOptions, scenario: str = "", ct
     program's (e.g. another phase order, :func:`engine.optimise.structure.order_structures`); they take precedence
     over ``phase_skip``'s.
     """
+    from engine.optimise.evaluation import signal_weights
     from engine.optimise.explain import group_cycle_range, signal_cycle_range
     from models.evaluate import prepare
 
@@ -497,6 +509,7 @@ def build_instance(net, demand, options: OptimiseOptions, scenario: str = "", ct
             mov_flow_veh_h=np.asarray(flow[movements], np.float64), mov_sat_veh_h=np.asarray(sat[movements]),
             sum_matrix=mat, sum_lo=np.array([c.lo for c in sums], np.int64),
             sum_hi=np.array([c.hi for c in sums], np.int64),
+            weights=signal_weights(net, demand, s, states, movements, options),
         )
         signals.append(sig)
     ranges = signal_cycle_range(signals, options)

@@ -5,10 +5,15 @@
     d_p fixed (transitions, pins) or lo_p <= d_p <= hi_p, sum_p d_p = C                (each signal, C fixed)
     lo_k <= sum_{p in S_k} d_p <= hi_k                      (minimum greens, maximum greens, all-red clearances)
     E_m = floor(coef_m . d + const_m)                       (capacity-green of movement m, level-weighted seconds)
-    cost_m = table_m[E_m]             (AddElement; closed-form delay + k stops, :func:`tables.split_cost_table`)
+    cost_m = table_m[E_m]             (AddElement; closed-form delay + k stops, :func:`tables.split_cost_table`,
+                                       times the movement's objective weight w_m: bus weight)
+    G_j = sum_{p: link j green} d_p                         (walk green of pedestrian link j, when --ped-weight > 0)
+    ped_j = ptable_j[G_j]             (AddElement; W_ped P_j (C - G_j)^2 / (2 C), :func:`tables.ped_cost_table`)
     coef_m . d + const_m >= q_m C / (s_m x_max)     for every movement m with demand (X cap), at every signal where
                                                     :class:`CapOracle` finds the cap attainable at C
-    minimise  sum_m cost_m
+    minimise  sum_m cost_m + sum_j ped_j
+
+(the objective of :mod:`engine.optimise.evaluation`, with closed-form movement costs in place of the cyclic model).
 
 The cycle is chosen outside, by scanning candidate cycles (one model each: the joint model with the cycle as a
 decision multiplies every table by the number of cycles and CP-SAT's element encoding with it). :class:`OffsetModel`
@@ -31,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 from ortools.sat.python import cp_model
 
-from engine.optimise.tables import split_cost_table
+from engine.optimise.tables import BIG_COST, ped_cost_table, split_cost_table
 
 SCALE = 100  # capacity-green coefficients in hundredths of a second
 
@@ -95,9 +100,10 @@ class SplitModel:
         self.d: list[list] = []
         self.terms: list[list] = []  # per signal: (movement, int coefs, const, e_var, e_lo, cost_var, table)
         costs = []
+        self.ped_terms: list = []  # (signal position, walk phases, G var, G lo, cost var, table)
         self.n_tables = 0
         self.table_entries = 0
-        for sig, cap in zip(self.signals, caps, strict=True):
+        for sig_k, (sig, cap) in enumerate(zip(self.signals, caps, strict=True)):
             d = []
             for p in range(sig.n_phases):
                 lo, hi = int(sig.lo_s[p]), int(min(sig.hi_s[p], c))
@@ -108,6 +114,8 @@ class SplitModel:
             _add_cycle_and_safety(m, sig, d, c)
             lo_v = np.array([int(sig.lo_s[p]) for p in range(sig.n_phases)])
             hi_v = np.array([int(min(sig.hi_s[p], c)) for p in range(sig.n_phases)])
+            w = getattr(sig, "weights", None)
+            mov_w = w.mov_weight if w is not None else np.ones(sig.movements.size)
             for i in range(sig.movements.size):
                 q = float(sig.mov_flow_veh_h[i])
                 coef = sig.mov_coef[i]
@@ -125,6 +133,8 @@ class SplitModel:
                 m.Add(cap_expr <= SCALE * e_var + SCALE - 1)
                 grid = np.arange(e_lo, e_hi + 1, dtype=np.float64)
                 table = split_cost_table(q, float(sig.mov_sat_veh_h[i]), c, grid, period_h, stop_cost_s)
+                if mov_w[i] != 1.0:
+                    table = np.minimum(table * mov_w[i], BIG_COST)
                 table = np.rint(table).astype(np.int64)
                 cost = m.NewIntVar(int(table.min()), int(table.max()), f"{sig.signal_id}_cost{i}")
                 m.AddElement(e_var - e_lo, table.tolist(), cost)
@@ -132,6 +142,23 @@ class SplitModel:
                 terms.append((ci, const, e_var, e_lo, cost, table))
                 self.n_tables += 1
                 self.table_entries += table.size
+            if w is not None and w.ped_on:
+                for j in range(w.ped_flow_h.size):
+                    walk = [p for p in range(sig.n_phases) if w.ped_green[j, p]]
+                    if w.ped_flow_h[j] <= 0 or not walk or all(isinstance(d[p], int) for p in walk):
+                        continue  # no flow, never green, or fixed walk green: a constant
+                    g_lo, g_hi = int(lo_v[walk].sum()), int(min(c, hi_v[walk].sum()))
+                    g_var = m.NewIntVar(g_lo, max(g_lo, g_hi), f"{sig.signal_id}_G{j}")
+                    m.Add(g_var == sum(d[p] for p in walk))
+                    table = ped_cost_table(float(w.ped_flow_h[j]), w.ped_weight, c,
+                                           np.arange(g_lo, max(g_lo, g_hi) + 1))
+                    table = np.rint(table).astype(np.int64)
+                    cost = m.NewIntVar(int(table.min()), int(table.max()), f"{sig.signal_id}_ped{j}")
+                    m.AddElement(g_var - g_lo, table.tolist(), cost)
+                    costs.append(cost)
+                    self.ped_terms.append((sig_k, walk, g_var, g_lo, cost, table))
+                    self.n_tables += 1
+                    self.table_entries += table.size
         m.Minimize(sum(costs) if costs else 0)
         if hint is not None:
             self._hint(hint)
@@ -149,6 +176,11 @@ class SplitModel:
                 k = min(max(e - e_lo, 0), table.size - 1)
                 self.model.AddHint(e_var, e_lo + k)
                 self.model.AddHint(cost, int(table[k]))
+        for sig_k, walk, g_var, g_lo, cost, table in self.ped_terms:
+            g = int(np.asarray(hint[sig_k], np.int64)[walk].sum())
+            k = min(max(g - g_lo, 0), table.size - 1)
+            self.model.AddHint(g_var, g_lo + k)
+            self.model.AddHint(cost, int(table[k]))
 
     def fix(self, durations: list[np.ndarray]) -> None:
         """Constrain the model to the given durations (used to test that the current plan is feasible)."""

@@ -7,7 +7,9 @@
   files) activates it without a WAUT (verified with SUMO 1.28 in tests/test_optimise_sumo.py);
 * ``summary.md`` and ``summary.json``: per signal the cycle, offset, splits, the degree of saturation of the most
   loaded movement of each green phase, predicted delay and stops, and the constraints that bind; network totals of
-  the current and the optimised plan on the cyclic model; how the search went.
+  the current and the optimised plan on the cyclic model; how the search went. With ``--bus-weight`` or
+  ``--ped-weight`` on: the weights, the weighted objective, and per signal and in total the predicted delay per bus
+  and per pedestrian (HCM crossing delay; see :mod:`engine.optimise.evaluation`).
 
 The files are written into a temporary folder next to OUT which then replaces OUT by rename: readers see the old
 folder or the complete new one. OUT must be new, empty, or an earlier output of this command.
@@ -86,7 +88,17 @@ def signal_report(inst, sig, timing, mov, loc: np.ndarray) -> dict:
         binding.append(f"cycle at the group's maximum {c} s")
     elif c == g.cycle_lo_s:
         binding.append(f"cycle at the group's minimum {c} s")
+    extra = {}
+    w = getattr(sig, "weights", None)
+    if w is not None and (opts.bus_weight != 1.0 or opts.ped_weight > 0):
+        bus = flow * w.mov_bus_share
+        extra["bus_flow_veh_h"] = round(float(bus.sum()), 1)
+        extra["bus_delay_s_per_bus"] = round(float((bus * delay).sum() / bus.sum()) if bus.sum() > 0 else 0.0, 2)
+        pf = float(w.ped_flow_h.sum())
+        extra["ped_flow_h"] = round(pf, 1)
+        extra["ped_delay_s_per_ped"] = round(float(w.ped_delay_s_h(d)) / pf if pf > 0 else 0.0, 2)
     return {
+        **extra,
         "signal_id": sig.signal_id, "cycle_s": c, "offset_s": int(timing.offset_s),
         "current": {"cycle_s": sig.base_cycle_s, "offset_s": sig.base_offset_s,
                     "durations_s": [int(v) for v in sig.base_s]},
@@ -111,9 +123,16 @@ def build_summary(inst, sol, outcomes, current_eval, new_eval, command: str = ""
             loc = np.flatnonzero(ge.mov_sig == k)
             signals.append(signal_report(inst, inst.signals[i], sol.timings[i], mov, loc))
 
-    def totals(obj, ev) -> dict:
-        return {"objective": round(obj, 1), "mean_delay_s": round(ev.mean_delay_s, 2),
-                "stops_per_veh": round(ev.stops_per_veh, 3), "max_dos": round(ev.max_dos, 3)}
+    weights_on = opts.bus_weight != 1.0 or opts.ped_weight > 0
+
+    def totals(obj, ev, plan_sol=None) -> dict:
+        out = {"objective": round(obj, 1), "mean_delay_s": round(ev.mean_delay_s, 2),
+               "stops_per_veh": round(ev.stops_per_veh, 3), "max_dos": round(ev.max_dos, 3)}
+        if weights_on:
+            from engine.optimise.evaluation import network_terms
+
+            out.update({k: round(v, 2) for k, v in network_terms(inst, ev, plan_sol).items()})
+        return out
 
     return {
         "scenario": inst.scenario, "command": command,
@@ -122,10 +141,11 @@ def build_summary(inst, sol, outcomes, current_eval, new_eval, command: str = ""
                     "cycle_range_s": [opts.cycle_min_s, opts.cycle_max_s], "max_dos": opts.max_dos,
                     "signals": list(opts.signals) if opts.signals else "all",
                     "pins": [f"{p.signal_id}:{p.phase}={p.seconds}" for p in opts.pins],
-                    "program_id": opts.program_id},
+                    "program_id": opts.program_id, "bus_weight": opts.bus_weight, "ped_weight": opts.ped_weight,
+                    "ped_flow_h": opts.ped_flow_h},
         "window_s": [float(inst.demand.begin_s), float(inst.demand.end_s)],
         "predicted": {"model": "cyclic flow profile (models.cyclic), window-mean demand",
-                      "current": totals(*current_eval), "optimised": totals(*new_eval)},
+                      "current": totals(*current_eval), "optimised": totals(*new_eval, sol)},
         "groups": [{"signals": [inst.signals[i].signal_id for i in o.members], "cycle_s": int(o.cycle_s),
                     **{k: v for k, v in o.log.items() if k not in ("signals",)}} for o in outcomes],
         "wall_s": round(sol.stats.get("wall_s", 0.0), 2),
@@ -155,7 +175,8 @@ def render_markdown(summary: dict) -> str:
         f"{pct(cur['mean_delay_s'], new['mean_delay_s'])} |",
         f"| stops per vehicle | {cur['stops_per_veh']:.2f} | {new['stops_per_veh']:.2f} | "
         f"{pct(cur['stops_per_veh'], new['stops_per_veh'])} |",
-        f"| max degree of saturation | {cur['max_dos']:.2f} | {new['max_dos']:.2f} | |", "",
+        f"| max degree of saturation | {cur['max_dos']:.2f} | {new['max_dos']:.2f} | |",
+        *_weights_rows(o, cur, new, pct), "",
         "## Signals", "",
         "| signal | cycle [s] | offset [s] | green phases: duration [s] (critical X) | max X | delay [s/veh] "
         "| stops/veh | binding constraints |",
@@ -168,6 +189,15 @@ def render_markdown(summary: dict) -> str:
         lines.append(f"| {s['signal_id']} | {s['cycle_s']} (was {s['current']['cycle_s']}) | {s['offset_s']} | "
                      f"{greens} | {s['max_dos']:.2f} | {s['delay_s_per_veh']:.1f} | {s['stops_per_veh']:.2f} | "
                      f"{'; '.join(s['binding']) or '-'} |")
+    if any("bus_delay_s_per_bus" in s for s in summary["signals"]):
+        lines += ["", f"Weighted objective: bus weight {o.get('bus_weight', 1.0):g}, pedestrian weight "
+                  f"{o.get('ped_weight', 0.0):g}; predicted per signal at the optimised plan:", "",
+                  "| signal | buses [pcu/h] | delay per bus [s] | pedestrians [/h] | delay per pedestrian [s] |",
+                  "|---|---|---|---|---|"]
+        for s in summary["signals"]:
+            lines.append(f"| {s['signal_id']} | {s.get('bus_flow_veh_h', 0):.1f} | "
+                         f"{s.get('bus_delay_s_per_bus', 0):.1f} | {s.get('ped_flow_h', 0):.0f} | "
+                         f"{s.get('ped_delay_s_per_ped', 0):.1f} |")
     sc = summary.get("sim_check")
     if sc:
         lines += ["", "## SUMO check", "",
@@ -196,6 +226,21 @@ def render_markdown(summary: dict) -> str:
                      f"{srch.get('stopped_by', '-')}; group objective {g.get('current_objective', float('nan')):.0f}"
                      f" -> {g.get('objective', float('nan')):.0f}")
     return "\n".join(lines) + "\n"
+
+
+def _weights_rows(o: dict, cur: dict, new: dict, pct) -> list[str]:
+    """Extra rows of the totals table when the objective carries bus or pedestrian weights."""
+    if "objective_weighted" not in new:
+        return []
+    ped = f", pedestrian weight {o.get('ped_weight', 0):g}" if o.get("ped_weight", 0) > 0 else ""
+    return [
+        f"| weighted objective (bus weight {o.get('bus_weight', 1):g}{ped}) | {cur['objective_weighted']:.0f} | "
+        f"{new['objective_weighted']:.0f} | {pct(cur['objective_weighted'], new['objective_weighted'])} |",
+        f"| delay per bus and signal [s] ({new['bus_flow_veh_h']:.0f} pcu/h of bus arrivals) | "
+        f"{cur['bus_delay_s']:.1f} | {new['bus_delay_s']:.1f} | {pct(cur['bus_delay_s'], new['bus_delay_s'])} |",
+        f"| HCM delay per pedestrian and crossing [s] ({new['ped_flow_h']:.0f} /h) | {cur['ped_delay_s']:.1f} | "
+        f"{new['ped_delay_s']:.1f} | {pct(cur['ped_delay_s'], new['ped_delay_s'])} |",
+    ]
 
 
 def write_outputs(out: str | Path, files: dict[str, bytes | str]) -> Path:

@@ -1,11 +1,15 @@
 """Cost tables for the CP-SAT models: per-movement cost over capacity-green, and per-link cost over offset difference.
 
-Cost unit throughout: vehicle-seconds of delay per hour plus ``stop_cost_s`` times stops per hour (the objective).
+Cost unit throughout: vehicle-seconds of delay per hour plus ``stop_cost_s`` times stops per hour, each movement's
+cost times its objective weight (bus weight) where the caller applies it, plus the weighted pedestrian delay (the
+objective of :mod:`engine.optimise.evaluation`).
 
 * :func:`split_cost_table` (closed form, numpy): a movement with demand q and saturation flow s at cycle C and
   capacity-green E (level-weighted effective green, s) costs q (d1 + d2) + k q h, with HCM uniform delay d1,
   incremental delay d2 over the demand window and the uniform-arrival stop rate h (1 above capacity): the isolated,
   random-arrival cost that the cyclic model also charges (its overflow term is the same d2).
+* :func:`ped_cost_table`: W_ped P (C - g)^2 / (2 C) over walk greens g (HCM pedestrian delay times the crossing's
+  pedestrian flow times the pedestrian weight).
 * :func:`offset_tables` (numba, three layers): for each *row* (an upstream signal i and a downstream movement m of
   another signal), the platoon that i's movements send to m (their departure profiles, dispersed by Robertson's
   recursion as in :mod:`models.cyclic`) is shifted by r = 0..C-1 seconds against m's capacity profile, with m's
@@ -40,6 +44,14 @@ def split_cost_table(flow_veh_h: float, sat_veh_h: float, cycle_s: float, green_
     h = closed_form.uniform_stop_rate(cycle_s, g_pos, flow_veh_h, sat_veh_h)
     cost = flow_veh_h * (d1 + d2) + stop_cost_s * flow_veh_h * h
     return np.where(g > 0, np.minimum(cost, BIG_COST), BIG_COST)
+
+
+def ped_cost_table(ped_flow_h: float, ped_weight: float, cycle_s: float, walk_green_s: np.ndarray) -> np.ndarray:
+    """Pedestrian cost (weighted ped-s/h) of one crossing link for each walk green in ``walk_green_s`` (s), float64:
+    ped_weight * ped_flow_h * (C - g)^2 / (2 C) (:func:`engine.optimise.evaluation.ped_delay_s`)."""
+    from engine.optimise.evaluation import ped_delay_s
+
+    return float(ped_weight) * float(ped_flow_h) * ped_delay_s(float(cycle_s), np.asarray(walk_green_s, np.float64))
 
 
 # --------------------------------------------------------------------------------------------- offset tables
