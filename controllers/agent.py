@@ -9,6 +9,11 @@ Rules:
   transition point, the state is written again and ACK ``applied`` follows. A plan is applied at most once.
 * The same (epoch, seq, sha256) again gets ``duplicate`` (with the stored status); an older one ``superseded``. A
   pending plan (accepted, not yet applied) that a newer one replaces is never applied; the newer plan's ACK says so.
+* Validity period (the plan's ``valid_from_s``/``valid_to_s``, in signal time; with a :class:`DayClock` in seconds of
+  the day the plan arrives, a window past 86400 reaching into the next day): a plan whose period has ended is
+  rejected; one whose period has not begun is accepted and held, and switched to at the first safe point from
+  ``valid_from_s`` on, not before its activation point (``AgentConfig.hold_until_valid``). A running plan is not cut
+  at its ``valid_to_s`` (as with SUMO's WAUTs the next period's plan replaces it; the lease bounds a silent engine).
 * Lease: every PLAN, PING or WELCOME from the engine renews it. When it runs out the agent reverts to its fallback
   plan, reports ``fallback`` mode and raises the ``LEASE_EXPIRED`` alarm; only a fresh PLAN (newer seq) brings
   central control back.
@@ -21,6 +26,7 @@ benchmark).
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Hashable
@@ -42,10 +48,13 @@ log = logging.getLogger(__name__)
 
 FALLBACK_KEY = "fallback"
 LEASE_ALARM = "LEASE_EXPIRED"
+_plan_decoder = msgspec.json.Decoder(SignalPlan)
 
 
 class DayClock:
     """Signal time in seconds since midnight UTC of the start day (continuous past midnight), optionally sped up."""
+
+    period_s = 86400.0  # plans' validity periods are times of the day
 
     def __init__(self, scale: float = 1.0, start_s: float | None = None):
         now = time.time()
@@ -55,6 +64,23 @@ class DayClock:
 
     def __call__(self) -> float:
         return self._base + (time.monotonic() - self._mono0) * self.scale
+
+
+def validity(plan: SignalPlan, t_s: float, period_s: float | None = None) -> tuple[str, float]:
+    """Where signal time ``t_s`` stands in ``plan``'s validity period [valid_from_s, valid_to_s): ("valid", t_s),
+    ("not_yet", signal time it begins) or ("ended", signal time it ended). With ``period_s`` (a day clock) the period
+    is read in the day ``t_s`` falls in; a period ending past ``period_s`` reaches into the next day."""
+    a, b = plan.valid_from_s, plan.valid_to_s
+    base = 0.0
+    if period_s:
+        base = t_s - t_s % period_s
+        if b > period_s and t_s - base < b - period_s:
+            return "valid", t_s  # yesterday's period, still open
+    if t_s >= base + b:
+        return "ended", base + b
+    if t_s < base + a:
+        return "not_yet", base + a
+    return "valid", t_s
 
 
 @dataclass
@@ -73,6 +99,7 @@ class AgentConfig:
     reconnect_ivl_ms: int = 500
     reconnect_ivl_max_ms: int = 5000
     fsync: bool = True
+    hold_until_valid: bool = True  # hold a plan whose validity period has not begun (ended periods are always refused)
 
     def __post_init__(self) -> None:
         self.signal_id = self.signal_id or self.controller_id
@@ -140,8 +167,8 @@ class ControllerAgent:
             fallback_runner = PlanRunner(self.cfg.fallback, self.cfg.spec, t0, key=FALLBACK_KEY, cache=self.cache)
             if fallback_runner.reachable(central) is not None:
                 self.runner = fallback_runner
-                act = st.accepted.activation
-                self.runner.request(central, key=ref, activation=act.kind, at_s=act.at_s)
+                kind, at_s = self._activation(central, st.accepted.activation)
+                self.runner.request(central, key=ref, activation=kind, at_s=at_s)
                 log.info("%s: plan %s accepted before the restart; switching to it as planned", self.id, ref.short())
                 self.store.save(st)
             else:
@@ -331,7 +358,7 @@ class ControllerAgent:
         if wire.plan_digest(msg.plan) != msg.ref.sha256:
             return None, ["sha256 does not match the plan body"]
         try:
-            plan = decode_plan(msg.plan)
+            plan = _plan_decoder.decode(msg.plan)  # as engine.plan.decode_plan, with a reused decoder
         except msgspec.MsgspecError as exc:
             return None, [f"plan body is not a {self.cfg.signal_id} plan: {exc}"]
         errs = self._valid_memo.get(msg.ref.sha256)
@@ -347,6 +374,10 @@ class ControllerAgent:
             self._valid_memo[msg.ref.sha256] = errs
         if errs:
             return plan, errs
+        where, when = validity(plan, self.cfg.clock(), getattr(self.cfg.clock, "period_s", None))
+        if where == "ended":
+            return plan, [f"its validity period [{plan.valid_from_s:g}, {plan.valid_to_s:g}) s ended at signal time "
+                          f"{when:g} s"]
         if self.runner.reachable(plan) is None:
             return plan, [f"no safe transition from the running plan ({self._key_name(self.runner.key)}) into it"]
         if find_transition(plan, self.cfg.fallback, self.cfg.spec, cache=self.cache) is None:
@@ -416,7 +447,21 @@ class ControllerAgent:
             self.runner.relabel(ref)
             self._applied(ref, self.runner.t_s)
             return
-        self.runner.request(plan, key=ref, activation=act.kind, at_s=act.at_s)
+        kind, at_s = self._activation(plan, act)
+        if kind != act.kind or at_s != act.at_s:
+            log.info("%s: plan %s held until its validity period begins at signal time %g s", self.id, ref.short(),
+                     at_s)
+        self.runner.request(plan, key=ref, activation=kind, at_s=at_s)
+
+    def _activation(self, plan: SignalPlan, act: Activation) -> tuple[str, float]:
+        """The plan's activation, held to the start of its validity period if that is later."""
+        if not self.cfg.hold_until_valid:
+            return act.kind, act.at_s
+        where, start = validity(plan, self.cfg.clock(), getattr(self.cfg.clock, "period_s", None))
+        start = float(math.ceil(start))  # the runner counts whole seconds
+        if where != "not_yet" or (act.kind == "at" and act.at_s >= start):
+            return act.kind, act.at_s
+        return "at", start
 
     def _applied(self, ref: PlanRef, t_s: int, resumed: bool = False) -> None:
         st = self.state

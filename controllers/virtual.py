@@ -343,7 +343,9 @@ class VirtualNetwork(Controller):
                           engine_public=self._engine_public, state_dir=self._tmp / "controllers",
                           fallback=self._fallbacks[s], spec=self._specs[s], signal_id=cid, clock=self._clock,
                           hello_after_s=3.0, status_interval_s=10.0, reconnect_ivl_ms=100, reconnect_ivl_max_ms=1000,
-                          fsync=False)
+                          fsync=False, hold_until_valid=False)
+        # no holding: SUMO in process runs a served program from before the window, whatever its valid_from_s, and
+        # the controllers switch to it in the pre-roll (negative signal time) to reproduce that run exactly
         return ControllerAgent(cfg, self._ctx, db=self._db)
 
     def _clock(self) -> float:
