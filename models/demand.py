@@ -28,6 +28,9 @@ class Demand:
     mov_bus_veh_h: float64 (n_bins, n_movements) or None: the part of ``mov_arrival_veh_h`` that buses bring, pcu/h
         (a bus of vClass bus counts 2.0 pcu); None when the demand was built without it (read as zero).
     n_buses: buses departing within [begin, end) (expected number for flows).
+    crossing_ped_h: float64 (n_crossings,) or None: pedestrians per hour (window mean) over each signalised crossing
+        of the network, from the scenario's walks routed on the pedestrian graph; None when not compiled.
+    n_walks_unrouted: walks (expected number) that could not be attributed to crossings.
     """
 
     begin_s: float
@@ -47,6 +50,8 @@ class Demand:
     sources: tuple[str, ...] = ()
     mov_bus_veh_h: np.ndarray | None = None
     n_buses: int = 0
+    crossing_ped_h: np.ndarray | None = None
+    n_walks_unrouted: int = 0
 
     def __post_init__(self) -> None:
         for value in self.__dict__.values():

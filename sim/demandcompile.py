@@ -15,6 +15,13 @@ Buses: a vehicle whose vType has vClass ``bus`` or ``coach``, or whose vType id 
 undeclared type id), is a bus. Its arrivals are also counted in ``Demand.mov_bus_veh_h`` (the bus part of
 ``mov_arrival_veh_h``, same unit); a vTypeDistribution counts with the probability-weighted share of its bus
 members. The optimiser's ``--bus-weight`` reads it.
+
+Pedestrians: every ``<walk>`` of a ``<person>`` / ``<personFlow>`` departing in the window (``from``/``to`` edges or
+an ``edges`` list) is routed on the net's pedestrian graph (sidewalks, walking areas and crossings as the net's
+connections join them, walked in either direction, shortest walking distance: what SUMO's pedestrian router does
+on an empty network) and the crossings on its path get its rate: ``Demand.crossing_ped_h`` (pedestrians/h, window
+mean, per crossing of the Network). Walks that cannot be routed so (no ``to`` edge, a stop as target,
+``personTrip``) are counted in ``Demand.n_walks_unrouted``. The optimiser's ``--ped-weight`` reads it.
 """
 
 from __future__ import annotations
@@ -90,6 +97,64 @@ class _Router:
         return out
 
 
+class _PedRouter:
+    """Shortest walking paths on the net's pedestrian graph: nodes are the edges that the net's connections join to
+    walking areas and crossings (sidewalked edges, walking areas, crossings), undirected (pedestrians walk both
+    ways); a path costs the lengths of the nodes it passes (halves at its two ends)."""
+
+    def __init__(self, net_path: Path):
+        root = parse_xml(net_path)
+        length: dict[str, float] = {}
+        self.crossings: set[str] = set()
+        for e in root.iter("edge"):
+            lane = e.find("lane")
+            if lane is None:
+                continue
+            length[e.get("id")] = float(lane.get("length", "0"))
+            if e.get("function") == "crossing":
+                self.crossings.add(e.get("id"))
+        special = {e.get("id") for e in root.iter("edge") if e.get("function") in ("walkingarea", "crossing")}
+        pairs = set()
+        for c in root.iter("connection"):
+            a, b = c.get("from"), c.get("to")
+            if (a in special or b in special) and a in length and b in length and a != b:
+                pairs.add((min(a, b), max(a, b)))
+        nodes = sorted({x for ab in pairs for x in ab})
+        self.index = {n: i for i, n in enumerate(nodes)}
+        self.nodes = nodes
+        r = np.array([self.index[a] for a, b in pairs] + [self.index[b] for a, b in pairs], np.int64)
+        k = np.array([self.index[b] for a, b in pairs] + [self.index[a] for a, b in pairs], np.int64)
+        w = np.array([0.5 * (length[self.nodes[i]] + length[self.nodes[j]]) + 1e-6 for i, j in zip(r, k, strict=True)])
+        self.graph = csr_matrix((w, (r, k)), shape=(len(nodes), len(nodes)))
+        self._pred: dict[int, np.ndarray] = {}
+        self._cache: dict[tuple[str, str], tuple[str, ...] | None] = {}
+
+    def crossings_between(self, a: str, b: str) -> tuple[str, ...] | None:
+        """Crossings on the shortest walk from edge a to edge b (None: no walk joins them)."""
+        key = (a, b)
+        if key in self._cache:
+            return self._cache[key]
+        out: tuple[str, ...] | None = ()
+        if a != b:
+            ia, ib = self.index.get(a), self.index.get(b)
+            if ia is None or ib is None:
+                out = None
+            else:
+                if ia not in self._pred:
+                    _, self._pred[ia] = dijkstra(self.graph, directed=False, indices=ia, return_predecessors=True)
+                pred = self._pred[ia]
+                if pred[ib] < 0:
+                    out = None
+                else:
+                    path, j = [], ib
+                    while j != ia:
+                        path.append(self.nodes[j])
+                        j = int(pred[j])
+                    out = tuple(n for n in reversed(path) if n in self.crossings)
+        self._cache[key] = out
+        return out
+
+
 def _flow_rate_veh_s(el: ET.Element, begin: float, end: float, path: Path) -> float:
     if el.get("vehsPerHour") is not None:
         return float(el.get("vehsPerHour")) / 3600.0
@@ -137,6 +202,42 @@ def compile_demand(
     n_buses = 0.0
     n_persons = 0
     n_routed = 0
+    crossing_pos = {c: i for i, c in enumerate(net.crossing_ids)}
+    crossing_walks = np.zeros(len(net.crossing_ids))  # pedestrians (expected number) over the window
+    n_unrouted = 0.0
+    ped_router: _PedRouter | None = None
+
+    def add_walks(el: ET.Element, n: float) -> None:
+        """Attribute ``n`` pedestrians doing the walks of person / personFlow ``el`` to the crossings they use."""
+        nonlocal ped_router, n_unrouted
+        for stage in el:
+            if stage.tag == "personTrip":
+                n_unrouted += n
+                continue
+            if stage.tag != "walk":
+                continue
+            if stage.get("edges"):
+                edges = stage.get("edges").split()
+            elif stage.get("from") and stage.get("to"):
+                edges = [stage.get("from"), stage.get("to")]
+            else:
+                n_unrouted += n
+                continue
+            if not crossing_pos:
+                continue
+            if ped_router is None:
+                ped_router = _PedRouter(net_path)
+            used: list[str] = []
+            for a, b in zip(edges[:-1], edges[1:], strict=True):
+                cr = ped_router.crossings_between(a, b)
+                if cr is None:
+                    used = []
+                    n_unrouted += n
+                    break
+                used += cr
+            for c in used:
+                if c in crossing_pos:
+                    crossing_walks[crossing_pos[c]] += n
     route_cache: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}
 
     def movements_on(edges: tuple[str, ...], path: Path, what: str) -> tuple[list[int], list[float]]:
@@ -284,11 +385,14 @@ def compile_demand(
                     d = el.get("depart", "")
                     if d.replace(".", "", 1).isdigit() and begin_s <= float(d) < end_s:
                         n_persons += 1
+                        add_walks(el, 1.0)
                 else:
                     b = max(float(el.get("begin", begin_s)), begin_s)
                     e = min(float(el.get("end", end_s)), end_s)
                     if e > b:
-                        n_persons += round(_flow_rate_veh_s(el, b, e, rf) * (e - b))
+                        n_p = _flow_rate_veh_s(el, b, e, rf) * (e - b)
+                        n_persons += round(n_p)
+                        add_walks(el, n_p)
                 continue
             if tag not in ("vehicle", "trip", "flow"):
                 continue
@@ -368,6 +472,8 @@ def compile_demand(
         n_vehicles=int(n_vehicles),
         n_pcu=float(n_pcu),
         n_buses=int(round(n_buses)),
+        crossing_ped_h=crossing_walks * (3600.0 / (end_s - begin_s)),
+        n_walks_unrouted=int(round(n_unrouted)),
         n_persons=int(n_persons),
         n_routed_trips=int(n_routed),
         sources=tuple(str(r) for r in route_files),

@@ -119,6 +119,76 @@ def test_bus_vtype_by_id_and_distribution(corridor, tmp_path):
     assert bus == pytest.approx(1.0 + 400 * 0.5 * f, rel=1e-9)
 
 
+# ------------------------------------------------------------------------------------------ pedestrian flows
+
+
+def _crossing_edges(comp) -> dict[str, set[str]]:
+    root = ET.parse(comp.scenario.net_file).getroot()
+    return {e.get("id"): set(e.get("crossingEdges", "").split()) for e in root.iter("edge")
+            if e.get("function") == "crossing"}
+
+
+def test_walks_attributed_to_the_crossings_they_use(corridor):
+    """p.N1-J1.J1-S1 walks down the west side of J1 (the sidewalks of N1-J1 and J1-S1) and crosses the west arm;
+    p.S1-J1.J1-N1 walks up the east side and crosses the east arm; nobody crosses J1's side-street arms."""
+    dem, net = corridor.demand, corridor.net
+    flows = dict(zip(net.crossing_ids, dem.crossing_ped_h, strict=True))
+    cross = _crossing_edges(corridor)
+    j1 = {c: cross[c] for c in net.crossing_ids if c.startswith(":J1_")}
+    west = next(c for c, e in j1.items() if "W-J1" in e)
+    east = next(c for c, e in j1.items() if "J1-J2" in e)
+    assert flows[west] == pytest.approx(0.011111 * 3600) == flows[east]  # period exp(0.011111)
+    assert all(flows[c] == 0.0 for c in j1 if c not in (west, east))
+    assert dem.n_walks_unrouted == 0
+    # the optimiser takes the scenario's flows unless --ped-flow is given
+    inst = build_instance(corridor.net, corridor.demand, OptimiseOptions(**FAST, ped_weight=1.0, signals=("J1",)))
+    w = inst.signals[0].weights
+    assert w.ped_source == "scenario"
+    assert dict(zip(w.ped_crossing, w.ped_flow_h, strict=True)) == pytest.approx({c: flows[c] for c in j1})
+    inst = build_instance(corridor.net, corridor.demand,
+                          OptimiseOptions(**FAST, ped_weight=1.0, ped_flow_h=55.0, signals=("J1",)))
+    assert inst.signals[0].weights.ped_source == "option"
+    assert np.all(inst.signals[0].weights.ped_flow_h == 55.0)
+
+
+_SUMO_COUNT = """
+import json, sys
+from collections import defaultdict
+from sim.sumo import connection_module
+ls = connection_module("libsumo")
+net, routes, adds = sys.argv[1:4]
+ls.start(["sumo", "-n", net, "-r", routes, "-a", adds, "--begin", "0", "--end", "3600", "--no-step-log",
+          "--no-warnings", "--seed", "1"])
+seen = defaultdict(set)
+for _ in range(3600):
+    ls.simulationStep()
+    for p in ls.person.getIDList():
+        r = ls.person.getRoadID(p)
+        if r.startswith(":") and "_c" in r:
+            seen[r].add(p)
+ls.close()
+print(json.dumps({k: len(v) for k, v in seen.items()}))
+"""
+
+
+def test_walk_attribution_agrees_with_sumo(corridor):
+    """SUMO's own pedestrians (one seed, one hour): the same crossings used and unused, counts within noise."""
+    import json
+    import subprocess
+    import sys
+
+    sc = corridor.scenario
+    out = subprocess.run([sys.executable, "-c", _SUMO_COUNT, str(sc.net_file), ",".join(map(str, sc.route_files)),
+                          ",".join(map(str, sc.additional_files))], capture_output=True, text=True, timeout=120,
+                         check=True)
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    flows = dict(zip(corridor.net.crossing_ids, corridor.demand.crossing_ped_h, strict=True))
+    assert {c for c, v in flows.items() if v > 0} == {c for c, v in seen.items() if v > 0}
+    for c, v in flows.items():  # Poisson arrivals (exp periods): within 4 standard deviations
+        assert abs(seen.get(c, 0) - v) <= 4 * np.sqrt(v) + 1, (c, v, seen.get(c, 0))
+    assert sum(seen.values()) == pytest.approx(sum(flows.values()), rel=0.1)
+
+
 # ---------------------------------------------------------------------------------------------- objective
 
 

@@ -12,8 +12,9 @@ time-sliced demand are not made yet. ``--time-limit`` bounds the model optimisat
 SCENARIO before it when called through ``gronvag`` (``gronvag optimise x --help``).
 
 Objective weights (:mod:`engine.optimise.evaluation`): ``--bus-weight W`` counts a bus's delay and stops W times
-(default 1: off); ``--ped-weight W`` adds W times the HCM pedestrian delay at signalised crossings (default 0: off)
-with ``--ped-flow P`` pedestrians/h per crossing (default 100).
+(default 1: off); ``--ped-weight W`` adds W times the HCM pedestrian delay at signalised crossings (default 0: off),
+with the scenario's pedestrian flows per crossing (its walks routed on the pedestrian graph), or ``--ped-flow P``
+pedestrians/h per crossing (also the default, 100, when the scenario has no walks).
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="add W times the pedestrian delay at signalised crossings, HCM (C - g_walk)^2 / (2 C) per "
                          "pedestrian (default 0: pedestrians not in the objective)")
     ap.add_argument("--ped-flow", type=float, default=None, metavar="P",
-                    help="pedestrians/h per signalised crossing for --ped-weight (default 100; the scenario's "
-                         "persons are not attributed to crossings)")
+                    help="pedestrians/h per signalised crossing for --ped-weight (default: the scenario's walks "
+                         "routed to the crossings they use, or 100 per crossing when the scenario has none)")
     ap.add_argument("--cycle-min", type=int, default=40, help="shortest cycle, s (default 40)")
     ap.add_argument("--cycle-max", type=int, default=120, help="longest cycle, s (default 120)")
     ap.add_argument("--max-dos", type=float, default=0.90,

@@ -19,9 +19,10 @@ split tables of :mod:`engine.optimise.model`)::
   unweighted one, computed the same way as before;
 * pedestrians (``--ped-weight`` W_ped, default 0: off): at every signalised crossing c of the signal, the HCM
   pedestrian delay (C - g_c)^2 / (2 C) s per pedestrian (C the signal's cycle, g_c its walk green: the seconds its
-  link is green 'G'/'g' in the plan's phases), times P_c pedestrians/h: ``--ped-flow`` per crossing (default 100
-  when W_ped > 0), split equally over the crossing's links. Pedestrian flows are not taken from the scenario's
-  persons (walks are not attributed to crossings).
+  link is green 'G'/'g' in the plan's phases), times P_c pedestrians/h, split equally over the crossing's links.
+  P_c comes from the scenario's walks (``Demand.crossing_ped_h``: each walk routed on the net's pedestrian graph,
+  see :mod:`sim.demandcompile`) when the scenario has any; else, or when ``--ped-flow P`` is given, P per crossing
+  (default 100).
 
 :class:`SignalWeights` holds one signal's part of this (built with the instance, :func:`signal_weights`).
 """
@@ -54,7 +55,8 @@ class SignalWeights:
     flow (pcu), in [0, 1]. bus_weight: W_bus.
     ped_green: float64 (n_ped, n_phases) 1 where pedestrian link j is green ('G'/'g') in phase p.
     ped_flow_h: float64 (n_ped,) pedestrians/h over link j. ped_crossing: crossing id of each link.
-    ped_weight: W_ped (0: pedestrians not in the objective).
+    ped_weight: W_ped (0: pedestrians not in the objective). ped_source: "scenario" (the demand's walks) or "option"
+    (``--ped-flow`` or its default).
     """
 
     mov_weight: np.ndarray
@@ -65,6 +67,7 @@ class SignalWeights:
     ped_flow_h: np.ndarray
     ped_crossing: tuple[str, ...]
     ped_weight: float
+    ped_source: str = "option"
 
     @property
     def weighted(self) -> bool:
@@ -104,6 +107,10 @@ def signal_weights(net, demand, s: int, states: tuple[str, ...], movements: np.n
     if bus_w != 1.0:
         weight = 1.0 + (bus_w - 1.0) * share
     flow_p = getattr(options, "ped_flow_h", None)
+    scen = getattr(demand, "crossing_ped_h", None)
+    source = "option"
+    if flow_p is None and scen is not None and float(np.sum(scen)) > 0:
+        source = "scenario"
     flow_p = DEFAULT_PED_FLOW_H if flow_p is None else float(flow_p)
     base = int(net.signal_link_ptr[s])
     links = [(l - base, int(net.link_crossing[l])) for l in range(base, int(net.signal_link_ptr[s + 1]))
@@ -115,8 +122,10 @@ def signal_weights(net, demand, s: int, states: tuple[str, ...], movements: np.n
     for j, (li, _) in enumerate(links):
         for p, st in enumerate(states):
             green[j, p] = 1.0 if li < len(st) and st[li] in "Gg" else 0.0
-    flows = np.array([flow_p / per_crossing[c] for _, c in links], np.float64)
-    return SignalWeights(weight, bus, share, bus_w, green, flows, tuple(net.crossing_ids[c] for _, c in links), ped_w)
+    flows = np.array([(float(scen[c]) if source == "scenario" else flow_p) / per_crossing[c] for _, c in links],
+                     np.float64)
+    return SignalWeights(weight, bus, share, bus_w, green, flows, tuple(net.crossing_ids[c] for _, c in links), ped_w,
+                         source)
 
 
 @dataclass

@@ -94,7 +94,7 @@ class OptimiseOptions:
     max_cycle_candidates: int = 41  # cycles the CP-SAT split model chooses from (fewer on large groups)
     # objective weights (engine.optimise.evaluation): a bus's delay and stops count bus_weight times (1: off);
     # pedestrian delay at signalised crossings counts ped_weight times (0: off), ped_flow_h pedestrians/h per
-    # crossing (None: evaluation.DEFAULT_PED_FLOW_H)
+    # crossing (None: the scenario's walks per crossing, else evaluation.DEFAULT_PED_FLOW_H)
     bus_weight: float = 1.0
     ped_weight: float = 0.0
     ped_flow_h: float | None = None

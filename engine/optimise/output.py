@@ -134,7 +134,14 @@ def build_summary(inst, sol, outcomes, current_eval, new_eval, command: str = ""
             out.update({k: round(v, 2) for k, v in network_terms(inst, ev, plan_sol).items()})
         return out
 
+    from engine.optimise.evaluation import DEFAULT_PED_FLOW_H
+
+    sources = sorted({s.weights.ped_source for s in inst.signals if getattr(s, "weights", None) is not None})
+    src_text = {"scenario": "the scenario's walks, routed to the crossings they use",
+                "option": f"{opts.ped_flow_h if opts.ped_flow_h is not None else DEFAULT_PED_FLOW_H:g} per crossing "
+                          f"({'--ped-flow' if opts.ped_flow_h is not None else 'default: the scenario has no walks'})"}
     return {
+        **({"ped_flow_source": "; ".join(src_text[x] for x in sources)} if weights_on and sources else {}),
         "scenario": inst.scenario, "command": command,
         "options": {"time_limit_s": opts.time_limit_s, "seed": opts.seed, "workers": opts.workers,
                     "stop_cost_s": opts.stop_cost_s, "default_stop_cost_s": DEFAULT_STOP_COST_S,
@@ -190,8 +197,10 @@ def render_markdown(summary: dict) -> str:
                      f"{greens} | {s['max_dos']:.2f} | {s['delay_s_per_veh']:.1f} | {s['stops_per_veh']:.2f} | "
                      f"{'; '.join(s['binding']) or '-'} |")
     if any("bus_delay_s_per_bus" in s for s in summary["signals"]):
+        src = summary.get("ped_flow_source", "")
         lines += ["", f"Weighted objective: bus weight {o.get('bus_weight', 1.0):g}, pedestrian weight "
-                  f"{o.get('ped_weight', 0.0):g}; predicted per signal at the optimised plan:", "",
+                  f"{o.get('ped_weight', 0.0):g}{'; pedestrian flows: ' + src if src else ''}; predicted per signal "
+                  "at the optimised plan:", "",
                   "| signal | buses [pcu/h] | delay per bus [s] | pedestrians [/h] | delay per pedestrian [s] |",
                   "|---|---|---|---|---|"]
         for s in summary["signals"]:
