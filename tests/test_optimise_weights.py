@@ -234,6 +234,27 @@ def test_weighted_objective_is_the_weighted_sum_of_movement_costs(corridor):
     assert any(np.any(b > a + 1e-6) for (_, _, a), (_, _, b) in zip(t1, t7, strict=True))
 
 
+def test_split_model_tables_carry_the_bus_weights(corridor):
+    """The CP-SAT split objective of a fixed plan is the sum of the closed-form movement costs times w_m."""
+    from engine.optimise.tables import split_cost_table
+
+    inst = build_instance(corridor.net, corridor.demand, OptimiseOptions(**FAST, bus_weight=7.0, signals=("J3",)))
+    sig = inst.signals[0]
+    c = sig.base_cycle_s
+    m = SplitModel([sig], c, period_h=1.0, stop_cost_s=13.3, caps=[None])
+    m.fix([sig.base_s])
+    got = m.solve(SolveParams(2.0, 1, 1)).objective
+    e = np.floor((np.rint(sig.mov_coef * 100).astype(np.int64) @ sig.base_s
+                  + np.rint(sig.mov_const * 100).astype(np.int64)) / 100)
+    want = 0
+    for i in range(sig.movements.size):
+        if sig.mov_flow_veh_h[i] > 0 and sig.mov_coef[i].any():
+            t = split_cost_table(sig.mov_flow_veh_h[i], sig.mov_sat_veh_h[i], c, np.array([e[i]]), 1.0, 13.3)
+            want += int(np.rint(t[0] * sig.weights.mov_weight[i]))
+    assert np.any(sig.weights.mov_weight > 1.0)
+    assert got == want
+
+
 def _bus_green(sig, d) -> float:
     share = sig.weights.mov_bus_share
     return float((sig.capacity_green_s(d) * (share > 0)).sum())

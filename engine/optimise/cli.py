@@ -43,9 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--stop-cost", type=float, default=DEFAULT_STOP_COST_S,
                     help=f"seconds of delay one stop costs (default {DEFAULT_STOP_COST_S:g}: its fuel and CO2)")
     ap.add_argument("--bus-weight", type=float, default=1.0, metavar="W",
-                    help="a bus's delay and stops count W times what they count now (its pcu times a car's); "
-                         "buses: vClass bus/coach or a vType id with 'bus' (default 1: off; see "
-                         "engine.optimise.evaluation)")
+                    help="a bus's delay and stops count W times what they count now (its pcu, 2.0, times a car's; "
+                         "for person delay W = bus occupancy / (car occupancy x 2)); buses: vClass bus/coach or a "
+                         "vType id with 'bus' (default 1: off; see engine.optimise.evaluation)")
     ap.add_argument("--ped-weight", type=float, default=0.0, metavar="W",
                     help="add W times the pedestrian delay at signalised crossings, HCM (C - g_walk)^2 / (2 C) per "
                          "pedestrian (default 0: pedestrians not in the objective)")

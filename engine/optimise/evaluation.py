@@ -16,7 +16,8 @@ split tables of :mod:`engine.optimise.model`)::
 * w_m = 1 + (W_bus - 1) b_m, with W_bus = ``--bus-weight`` (default 1) and b_m the share of m's flow (pcu) that
   buses bring (``Demand.bus_share``): a bus's delay and stops count W_bus times what they count at W_bus = 1 (its
   pcu, 2.0 for vClass bus, times a car's). With W_bus = 1 every w_m is exactly 1 and the objective is the
-  unweighted one, computed the same way as before;
+  unweighted one, computed the same way as before. For person delay take W_bus = bus occupancy / (car occupancy x
+  bus pcu), e.g. 40 / (1.3 x 2.0) = 15;
 * pedestrians (``--ped-weight`` W_ped, default 0: off): at every signalised crossing c of the signal, the HCM
   pedestrian delay (C - g_c)^2 / (2 C) s per pedestrian (C the signal's cycle, g_c its walk green: the seconds its
   link is green 'G'/'g' in the plan's phases), times P_c pedestrians/h, split equally over the crossing's links.
