@@ -23,8 +23,8 @@ from __future__ import annotations
 from collections.abc import Hashable
 from dataclasses import dataclass
 
-from engine.plan import Phase, SignalPlan
-from engine.safety import SignalSpec, check_plan
+from engine.plan import Phase, SignalPlan, check_structure
+from engine.safety import PlanBits, SignalSpec, check_bits, check_plan, plan_bits, sequence_bits
 
 ACTIVATIONS = ("asap", "next_cycle", "at")
 
@@ -80,18 +80,33 @@ class TransitionCache:
     """Memo of transition_errors() verdicts keyed by plan contents (old plan, exit, new plan, entry); bounded.
 
     Plans are frozen structs compared by value, so the same two plans hit the memo whatever sequence numbers they
-    travelled under. One cache serves one spec (it is cleared if used with another spec object)."""
+    travelled under. One cache serves one spec (it is cleared if used with another spec object). A verdict is computed
+    from the two plans' bitsets (:func:`engine.safety.sequence_bits`, the same rules on the same seconds as
+    check_plan on the composite; each plan's bitsets are kept while it is in use), or from the composite itself when
+    either plan is not structurally clean."""
 
     def __init__(self, max_entries: int = 8192):
         self._safe: dict[tuple, bool] = {}
+        self._bits: dict[SignalPlan, PlanBits | None] = {}
         self._max = max_entries
         self._spec: SignalSpec | None = None
         self.hits = 0
         self.misses = 0
 
+    def _plan_bits(self, plan: SignalPlan, spec: SignalSpec) -> PlanBits | None:
+        bits = self._bits.get(plan, False)
+        if bits is False:
+            clean = plan.n_links == spec.n_links and not check_structure(plan)
+            bits = plan_bits(plan) if clean else None
+            if len(self._bits) >= 64:
+                self._bits.clear()
+            self._bits[plan] = bits
+        return bits
+
     def safe(self, old: SignalPlan, k: int, new: SignalPlan, j: int, spec: SignalSpec) -> bool:
         if spec is not self._spec:
             self._safe.clear()
+            self._bits.clear()
             self._spec = spec
         key = (old, k, new, j)
         hit = self._safe.get(key)
@@ -99,7 +114,11 @@ class TransitionCache:
             self.hits += 1
             return hit
         self.misses += 1
-        ok = not transition_errors(old, k, new, j, spec)
+        a, b = self._plan_bits(old, spec), self._plan_bits(new, spec)
+        if a is not None and b is not None:
+            ok = not check_bits(new.signal_id, sequence_bits(a, (k + 1) % len(old.phases), b, j), spec)
+        else:
+            ok = not transition_errors(old, k, new, j, spec)
         if len(self._safe) >= self._max:
             self._safe.clear()
         self._safe[key] = ok

@@ -15,6 +15,7 @@ transition at run time. ``tests/test_controllers_safety.py`` holds its second-by
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -112,6 +113,55 @@ def _conflict_pairs(conflicts: np.ndarray) -> tuple[list[int], list[int]]:
     return pairs
 
 
+class PlanBits(NamedTuple):
+    """A plan's seconds as bitsets (bit t = second t of its cycle), one int per signal group: green (G or g), yellow
+    and red-amber; ``starts``: the start second of each phase."""
+
+    cycle_s: int
+    starts: tuple[int, ...]
+    green: tuple[int, ...]
+    yellow: tuple[int, ...]
+    redamber: tuple[int, ...]
+
+
+def plan_bits(plan: SignalPlan) -> PlanBits:
+    """The bitsets of a structurally valid plan (:func:`engine.plan.check_structure`)."""
+    n = plan.n_links
+    green, yellow, redamber = [0] * n, [0] * n, [0] * n
+    starts = []
+    cycle = 0
+    for ph in plan.phases:
+        d = ph.duration_s
+        starts.append(cycle)
+        bits = ((1 << d) - 1) << cycle
+        cycle += d
+        gs, ys, us = _state_groups(ph.state)
+        for i in gs:
+            green[i] |= bits
+        for i in ys:
+            yellow[i] |= bits
+        for i in us:
+            redamber[i] |= bits
+    return PlanBits(cycle, tuple(starts), tuple(green), tuple(yellow), tuple(redamber))
+
+
+def sequence_bits(first: PlanBits, first_from: int, second: PlanBits, second_from: int) -> PlanBits:
+    """Bitsets of one cycle of ``first`` starting at its phase ``first_from`` followed by one cycle of ``second``
+    starting at its phase ``second_from``, read as one cyclic plan (what a plan switch shows around the switch)."""
+    c1, c2 = first.cycle_s, second.cycle_s
+    r1, r2 = first.starts[first_from], second.starts[second_from]
+    m1, m2 = (1 << c1) - 1, (1 << c2) - 1
+
+    def join(x: int, y: int) -> int:
+        return ((((x >> r1) | (x << (c1 - r1))) & m1) |
+                ((((y >> r2) | (y << (c2 - r2))) & m2) << c1))
+
+    starts = tuple((t - r1) % c1 for t in first.starts[first_from:] + first.starts[:first_from]) + \
+        tuple(c1 + (t - r2) % c2 for t in second.starts[second_from:] + second.starts[:second_from])
+    return PlanBits(c1 + c2, starts, tuple(map(join, first.green, second.green)),
+                    tuple(map(join, first.yellow, second.yellow)), tuple(map(join, first.redamber, second.redamber)))
+
+
 def check_plan(plan: SignalPlan, spec: SignalSpec) -> list[str]:
     """Every violated safety rule of ``plan`` under ``spec`` as a readable message; an empty list means safe.
 
@@ -122,23 +172,18 @@ def check_plan(plan: SignalPlan, spec: SignalSpec) -> list[str]:
     errs = check_structure(plan)
     if errs:
         return errs
-    sid = plan.signal_id
+    if plan.n_links != spec.n_links:
+        return [f"{plan.signal_id}: plan has {plan.n_links} signal groups, the intersection has {spec.n_links}"]
+    return check_bits(plan.signal_id, plan_bits(plan), spec)
+
+
+def check_bits(signal_id: str, bits: PlanBits, spec: SignalSpec) -> list[str]:
+    """The timing rules of :func:`check_plan` on a structurally valid plan's bitsets (e.g. :func:`sequence_bits`)."""
+    errs: list[str] = []
+    sid = signal_id
     n = spec.n_links
-    if plan.n_links != n:
-        return [f"{sid}: plan has {plan.n_links} signal groups, the intersection has {n}"]
-    green, yellow, redamber = [0] * n, [0] * n, [0] * n
-    cycle = 0
-    for ph in plan.phases:
-        d = ph.duration_s
-        bits = ((1 << d) - 1) << cycle
-        cycle += d
-        gs, ys, us = _state_groups(ph.state)
-        for i in gs:
-            green[i] |= bits
-        for i in ys:
-            yellow[i] |= bits
-        for i in us:
-            redamber[i] |= bits
+    cycle = bits.cycle_s
+    green, yellow, redamber = bits.green, bits.yellow, bits.redamber
     full = (1 << cycle) - 1
     min_g, max_g, yel, ra = (np.asarray(x).tolist() for x in (spec.min_green_s, spec.max_green_s, spec.yellow_s,
                                                               spec.redamber_s))

@@ -11,8 +11,21 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from controllers.signal import TransitionCache, transition_errors
 from engine.plan import Phase, SignalPlan, check_structure, make_plan
-from engine.safety import GREEN_MAJOR, GREEN_MINOR, REDAMBER, YELLOW, SignalSpec, _runs, check_plan, expand
+from engine.safety import (
+    GREEN_MAJOR,
+    GREEN_MINOR,
+    REDAMBER,
+    YELLOW,
+    SignalSpec,
+    _runs,
+    check_bits,
+    check_plan,
+    expand,
+    plan_bits,
+    sequence_bits,
+)
 
 
 def check_plan_by_second(plan: SignalPlan, spec: SignalSpec) -> list[str]:
@@ -119,3 +132,33 @@ def test_check_plan_equals_twin_on_real_shaped_plans():
             plan = _swedish(greens, n, int(rng.integers(0, 500)))
             assert check_plan(plan, spec) == check_plan_by_second(plan, spec)
         assert check_plan(_swedish([10] * n, n), spec) == []
+
+
+@st.composite
+def two_plans(draw):
+    n = draw(st.integers(1, 5))
+
+    def plan():
+        k = draw(st.integers(1, 7))
+        states = draw(st.lists(st.text("GgyrusoO", min_size=n, max_size=n), min_size=k, max_size=k))
+        durs = draw(st.lists(st.integers(1, 9), min_size=k, max_size=k))
+        offset = draw(st.integers(0, 50))
+        return make_plan("J", [Phase(s, d) for s, d in zip(states, durs, strict=True)], offset_s=offset)
+
+    old, new = plan(), plan()
+    ints = lambda lo, hi: np.array(draw(st.lists(st.integers(lo, hi), min_size=n, max_size=n)), np.int32)  # noqa: E731
+    conflicts = np.array(draw(st.lists(st.booleans(), min_size=n * n, max_size=n * n))).reshape(n, n)
+    spec = SignalSpec("J", ints(0, 12), ints(0, 25), ints(0, 4), ints(0, 2), draw(st.integers(0, 4)), conflicts)
+    return old, draw(st.integers(0, len(old.phases) - 1)), new, draw(st.integers(0, len(new.phases) - 1)), spec
+
+
+@settings(max_examples=1500, deadline=None)
+@given(two_plans())
+def test_switch_bitsets_equal_check_plan_on_the_composite(case):
+    """What the runner's transition memo computes from the two plans' bitsets is check_plan on the composite plan."""
+    old, k, new, j, spec = case
+    composite = old.phases[k + 1:] + old.phases[:k + 1] + new.phases[j:] + new.phases[:j]
+    want = check_plan(make_plan("J", composite), spec)
+    assert check_bits("J", sequence_bits(plan_bits(old), (k + 1) % len(old.phases), plan_bits(new), j), spec) == want
+    assert transition_errors(old, k, new, j, spec) == want
+    assert TransitionCache().safe(old, k, new, j, spec) == (not want)
