@@ -76,7 +76,7 @@ def choose_orders(build, inst, result, reporter=None, min_gain: float = 0.002):
             sol = Solution(tuple(tt))
             if validate(trial, sol):
                 continue
-            obj = network_objective(trial, to_planset(trial, sol))[0]
+            obj = network_objective(trial, to_planset(trial, sol), sol)[0]
             if reporter is not None:
                 reporter.stage(f"phase order {t.signal_id} {order}: objective {obj:,.0f}")
             if obj < best_obj * (1.0 - min_gain) and (pick is None or obj < pick[0]):

@@ -242,12 +242,19 @@ def optimise_group(inst, gi: int, dep_veh_h: np.ndarray, budget_s: float, deadli
                         log)
 
 
-def network_objective(inst, plans=None):
-    """(objective, Evaluation) of plans (None: current programs) on the whole network's cyclic model."""
+def network_objective(inst, plans=None, sol=None):
+    """(objective, Evaluation) of plans (None: current programs) on the whole network's cyclic model: delay +
+    k stops, with the bus and pedestrian weights when they are on (``sol``: the plans' Solution, for the walk
+    greens; see engine.optimise.evaluation)."""
     from models.evaluate import evaluate_cyclic
 
     ev = evaluate_cyclic(inst.net, inst.demand, plans, inst.ctx.params)
-    obj = float((ev.mov_flow_veh_h * (ev.mov_delay_s + inst.options.stop_cost_s * ev.mov_stops_per_veh)).sum())
+    opts = inst.options
+    if getattr(opts, "bus_weight", 1.0) != 1.0 or getattr(opts, "ped_weight", 0.0) > 0:
+        from engine.optimise.evaluation import network_terms
+
+        return float(network_terms(inst, ev, sol)["objective_weighted"]), ev
+    obj = float((ev.mov_flow_veh_h * (ev.mov_delay_s + opts.stop_cost_s * ev.mov_stops_per_veh)).sum())
     return obj, ev
 
 
@@ -288,7 +295,7 @@ def optimise(inst, reporter: Reporter | None = None, cycle_s: int | None = None,
     if errs:  # a bug, never a user error: refuse to hand out an unsafe or infeasible plan
         raise RuntimeError("optimised plan failed validation: " + "; ".join(errs[:5]))
     reporter.stage("scoring the whole network")
-    new = network_objective(inst, to_planset(inst, sol))
+    new = network_objective(inst, to_planset(inst, sol), sol)
     cur = network_objective(inst, None)
     stats = {"wall_s": time.perf_counter() - t0, "current_objective": cur[0], "groups": [o.log for o in outcomes]}
     return OptimiseResult(Solution(sol.timings, new[0], stats), outcomes, cur, new)
@@ -307,7 +314,7 @@ def result_of(inst, sol: Solution, log: str = "given plan") -> OptimiseResult:
         obj = float(ge.score(np.concatenate(d)[None], o[None]).objective[0])
         outcomes.append(GroupOutcome(g.members, c, d, o, [sol.timings[i].cap_enforced for i in g.members], obj,
                                      obj, ge, {"start": log, "objective": obj}))
-    new = network_objective(inst, to_planset(inst, sol))
+    new = network_objective(inst, to_planset(inst, sol), sol)
     cur = network_objective(inst, None)
     return OptimiseResult(Solution(sol.timings, new[0], {"wall_s": 0.0, "current_objective": cur[0]}), outcomes,
                           cur, new)
