@@ -25,6 +25,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--params", metavar="JSON", help="model constants, e.g. '{\"sat_flow_scale\": 1.1, "
                                                      "\"levels\": {\"end_gain_s\": 3}}', a JSON file, or a "
                                                      "`gronvag calibrate` file")
+    ap.add_argument("--equal-lane-shares", action="store_true",
+                    help="movements sharing a lane get equal shares of it (default: shares in proportion to their "
+                         "demand, lane by lane, as the optimiser and the calibration use)")
     ap.add_argument("--json", action="store_true", help="machine-readable output")
     ap.add_argument("--movements", action="store_true", help="per-movement figures too")
     return ap
@@ -128,12 +131,20 @@ def predict_main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     params = parse_params(args.params)
     comp = _compile(args)
+    net = comp.net
+    if not args.equal_lane_shares:  # the same saturation flows the optimiser and `gronvag calibrate` use
+        from dataclasses import replace
+
+        from engine.optimise.calibrate import calibrated_network
+
+        net = calibrated_network(comp.net, comp.demand)
+        params = replace(params, lane_split="compiled")
     plans = load_plans(args.plan) if args.plan else None
     models = ("cyclic", "queue") if args.model == "both" else (args.model,)
     results = {}
     try:
         for name in models:
-            results[name] = MODELS[name](comp.net, comp.demand, plans, params)
+            results[name] = MODELS[name](net, comp.demand, plans, params)
     except ValueError as exc:  # a plan that does not fit the scenario's signals
         raise GronvagError(str(exc), args.plan) from None
     source = args.plan or "the scenario's own programs"
@@ -146,5 +157,5 @@ def predict_main(argv: list[str]) -> int:
     print(f"{comp.scenario.name}: {comp.net.n_signals} signals, window {comp.demand.begin_s:g}-"
           f"{comp.demand.end_s:g} s, plan: {source}")
     for name, ev in results.items():
-        print(_text_report(name, ev, args.movements, comp.net))
+        print(_text_report(name, ev, args.movements, net))
     return 0

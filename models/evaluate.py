@@ -251,6 +251,20 @@ def _lane_split_sat(net: Network, flow_veh_h: np.ndarray) -> np.ndarray:
     return sat
 
 
+def _link_storage_veh(net: Network) -> np.ndarray:
+    """Vehicles each approach's link holds for the queue model (A,): the approach edge's storage, or, where an
+    upstream signal feeds it through unsignalised junctions, the whole stretch from that signal's stop line (the
+    queue model counts vehicles in transit from the upstream stop line against this storage, so the storage is the
+    stretch's, at the approach's lanes and the compiler's per-vehicle spacing)."""
+    storage = np.asarray(net.appr_storage_veh, np.float64).copy()
+    per_m = storage / np.maximum(np.asarray(net.appr_length_m, np.float64), 1e-9)  # vehicles per metre of road
+    src = np.repeat(np.arange(net.n_movements), np.diff(np.asarray(net.down_ptr, np.int64)))
+    for k, a in enumerate(np.asarray(net.down_approach, np.int64)):
+        if src.size and a >= 0:
+            storage[a] = max(storage[a], per_m[a] * float(net.down_dist_m[k]))
+    return storage
+
+
 def _build_context(net: Network, demand: Demand, p: ModelParams) -> Context:
     n_mov = net.n_movements
     if demand.mov_arrival_veh_h.shape[1] != n_mov:
@@ -286,7 +300,7 @@ def _build_context(net: Network, demand: Demand, p: ModelParams) -> Context:
         period_h=(demand.end_s - demand.begin_s) / 3600.0, overflow_ki=p.overflow_ki, max_sweeps=p.max_sweeps,
         tol_veh=p.tol_veh, min_capacity_veh_s=p.min_capacity_veh_h / 3600.0, overflow_in_window=p.overflow_in_window,
     )
-    storage = np.asarray(net.appr_storage_veh, np.float64) if p.queue_storage else np.full(net.n_approaches, np.inf)
+    storage = _link_storage_veh(net) if p.queue_storage else np.full(net.n_approaches, np.inf)
     qnet = queue.QueueNet(
         sat, np.asarray(net.mov_approach, np.int64),
         np.maximum(storage, 1.0), fptr, dst, share,

@@ -200,3 +200,25 @@ def test_queue_model_without_storage_has_no_backlog(grid):
     ev = evaluate_queue(grid.net, grid.demand, params=ModelParams(queue_storage=False))
     assert ev.extra["backlog_delay_veh_h"] == 0.0
     assert ev.extra["entered_veh"] == pytest.approx(ev.vehicles)
+
+
+def test_queue_storage_is_the_whole_stretch_between_stop_lines():
+    """The queue model counts vehicles in transit from the upstream stop line against an approach's storage, so
+    the storage is the stretch's: on the corridor the links between signals run through unsignalised nodes
+    (crossings, bus stops), and each fed approach holds at least (distance between stop lines) x its density."""
+    from models.evaluate import _link_storage_veh
+    from sim.scenario import compile_scenario
+
+    net = compile_scenario("stockholm-corridor").net
+    stor = _link_storage_veh(net)
+    base = np.asarray(net.appr_storage_veh)
+    assert np.all(stor >= base - 1e-9)
+    fed = set(np.asarray(net.down_approach).tolist())
+    longer = [a for a in fed if stor[a] > base[a] + 1e-9]
+    assert longer, "some corridor approaches are fed through intermediate edges"
+    src = np.repeat(np.arange(net.n_movements), np.diff(np.asarray(net.down_ptr)))
+    for a in longer:
+        dist = max(float(net.down_dist_m[k]) for k in range(len(src)) if net.down_approach[k] == a)
+        assert stor[a] == pytest.approx(base[a] / net.appr_length_m[a] * dist)
+    entries = [a for a in range(net.n_approaches) if a not in fed]
+    assert all(stor[a] == base[a] for a in entries)
