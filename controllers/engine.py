@@ -371,14 +371,14 @@ class Engine:
         rid = sock.recv(zmq.NOBLOCK)
         parts: list[bytes] = []
         user = ""
-        if sock.rcvmore:
+        if sock.get(zmq.RCVMORE):  # (the .rcvmore attribute costs a generic attribute lookup)
             first = sock.recv(copy=False)
             try:
                 user = first.get("User-Id")
             except zmq.ZMQError:
                 user = ""
             parts.append(first.bytes)
-            while sock.rcvmore:
+            while sock.get(zmq.RCVMORE):
                 part = sock.recv()
                 if len(parts) < max_parts:
                     parts.append(part)
