@@ -14,7 +14,9 @@
 
 Every plan is distinct (different splits/offset), so no validation is answered from a memo, unless ``variants`` makes
 each controller cycle through a few plans (recurring time-of-day plans: validation verdicts are then memoised by
-content). The machine's load average is recorded: other processes on the 2 cores change the figures a lot.
+content). The machine's load average is recorded: other processes on the 2 cores change the figures a lot; so is the
+CPU time per acknowledged plan at saturation of the engine process and of the agent processes (all their threads,
+ZeroMQ's CURVE I/O threads included), which is steadier. ``--md FILE`` appends the figures as a markdown section.
 """
 
 from __future__ import annotations
@@ -327,10 +329,12 @@ def run(smoke: bool = False, n: int | None = None, procs: int | None = None,
             "agents_reporting": len(results), "agent_state_commits": host_commits,
             "agent_state_writes": sum(r["state_writes"] for r in results.values()),
             "goals": {"p99_below_50ms_at_lowest_paced_rate": _pct(paced[paced_rates[0]][1], 99) < 50.0,
+                      "p99_below_50ms_at_every_paced_rate": all(_pct(v[1], 99) < 50.0 for v in paced.values()),
                       "acked_at_least_5000_s": sat_acked / sat_wall >= 5000.0,
                       "none_lost_or_applied_twice": unacked == 0 and applied_twice == 0 and applied_acks_twice == 0
                       and final_not_applied == 0},
             "loadavg_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+            "paced_rates": list(paced_rates), "phase_s": phase_s,
             "wall_s": round(time.perf_counter() - t_start, 1),
         }
         print(json.dumps(out, indent=1))
@@ -346,6 +350,34 @@ def run(smoke: bool = False, n: int | None = None, procs: int | None = None,
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def markdown(out: dict, command: str) -> str:
+    """One run's figures as a markdown section (``--md``)."""
+    rates = out["paced_rates"]
+    lines = [f"### {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: `{command}`", "",
+             f"{out['controllers']} controllers in {out['agent_processes']} agent processes, CURVE, controller state "
+             f"fsynced ({out['controller_fsync']}), plans {out['plan_variants']}, {out['phase_s']:g} s per phase, "
+             f"{out['cpus']} CPUs; load average (1 min) before/after: {out['loadavg_1m_before_after'][0]} / "
+             f"{out['loadavg_1m_before_after'][1]}.", "",
+             "| offered plans/s | acked plans/s | p50 ms | p99 ms | max ms |", "|---|---|---|---|---|"]
+    for r in rates:
+        k = f"paced_{int(r)}"
+        lines.append(f"| {int(r)} | {out[k + '_acked_plans_s']} | {out[k + '_latency_p50_ms']} | "
+                     f"{out[k + '_latency_p99_ms']} | {out[k + '_latency_max_ms']} |")
+    lines.append(f"| saturation ({out['controllers']} in flight) | **{out['saturation_acked_plans_s']}** | "
+                 f"{out['saturation_latency_p50_ms']} | {out['saturation_latency_p99_ms']} | |")
+    lines += ["", "CPU per acknowledged plan at saturation: engine process "
+              f"{out['engine_cpu_ms_per_plan_at_saturation']} ms, agent processes "
+              f"{out['agents_cpu_ms_per_plan_at_saturation']} ms; CPU cores busy (these processes): "
+              f"{out['cpu_cores_busy_at_saturation']}.",
+              f"Plans issued {out['plans_issued']} (in the engine's store {out['plans_issued_in_store']}), "
+              f"acknowledged {out['plans_acked']}, rejected {out['plans_rejected']}, **lost (never acknowledged) "
+              f"{out['plans_lost_unacked']}**, applied {out['plans_applied']}, **applied twice "
+              f"{out['plans_applied_twice']}**, applied-ACKs twice {out['applied_acks_twice']}, controllers not "
+              f"ending on their last plan {out['final_plan_not_applied']}, engine retries {out['engine_retries']}.",
+              f"Goals: {', '.join(f'{k} {v}' for k, v in out['goals'].items())}.", ""]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.bench_controllers")
     ap.add_argument("--smoke", action="store_true")
@@ -356,11 +388,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-fsync", action="store_true", help="controller state without fsync")
     ap.add_argument("--variants", type=int, default=0,
                     help="recurring plans: each controller cycles through this many plans (default: all distinct)")
+    ap.add_argument("--md", help="append the figures as a markdown section to this file")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     rates = tuple(float(x) for x in args.rates.split(",")) if args.rates else None
-    run(smoke=args.smoke, n=args.n, procs=args.procs, paced_rates=rates, phase_s=args.seconds,
-        fsync=not args.no_fsync, variants=args.variants)
+    out = run(smoke=args.smoke, n=args.n, procs=args.procs, paced_rates=rates, phase_s=args.seconds,
+              fsync=not args.no_fsync, variants=args.variants)
+    if args.md:
+        command = " ".join(["python -m bench.bench_controllers", *(argv if argv is not None else sys.argv[1:])])
+        with open(args.md, "a", encoding="utf-8") as f:
+            f.write(markdown(out, command) + "\n")
     return 0
 
 
