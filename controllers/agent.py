@@ -37,7 +37,7 @@ import msgspec
 import zmq
 
 from controllers import wire
-from controllers.security import KeyPair, MonitorLog
+from controllers.security import EVENTS, NOBLOCK, POLLIN, KeyPair, MonitorLog
 from controllers.signal import PlanRunner, Switch, TransitionCache, find_transition
 from controllers.state import HISTORY, ControllerState, StateDB, StateFile, StoredPlan
 from controllers.wire import Ack, Activation, PlanMsg, PlanRef, WireError
@@ -245,7 +245,7 @@ class ControllerAgent:
                 self._keep(msg)
             return False
         try:
-            self.sock.send_multipart(wire.encode(msg), flags=zmq.NOBLOCK)
+            self.sock.send_multipart(wire.encode(msg), flags=NOBLOCK)
             return True
         except zmq.Again:
             if keep:
@@ -306,14 +306,14 @@ class ControllerAgent:
         if sock is None:
             return False
         for _ in range(limit):
-            if not sock.get(zmq.EVENTS) & zmq.POLLIN:  # cheaper than a recv that raises Again
+            if not sock.get(EVENTS) & POLLIN:  # cheaper than a recv that raises Again
                 return False
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
+                frames = sock.recv_multipart(NOBLOCK)
             except zmq.Again:
                 return False
             self.handle(frames)
-        return bool(sock.get(zmq.EVENTS) & zmq.POLLIN)
+        return bool(sock.get(EVENTS) & POLLIN)
 
     def handle(self, frames: list[bytes]) -> None:
         """Process one received message (all frames). Never raises for bad input: logs it and answers ERROR."""

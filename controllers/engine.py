@@ -33,7 +33,18 @@ from typing import Any
 import zmq
 
 from controllers import wire
-from controllers.security import ZAP_DOMAIN, ControllerAuthenticator, KeyPair, MonitorLog, check_id, load_allow_list
+from controllers.security import (
+    EVENTS,
+    NOBLOCK,
+    POLLIN,
+    RCVMORE,
+    ZAP_DOMAIN,
+    ControllerAuthenticator,
+    KeyPair,
+    MonitorLog,
+    check_id,
+    load_allow_list,
+)
 from controllers.store import DesiredRow, EngineStore
 from controllers.wire import Ack, Activation, PlanMsg, PlanRef, WireError
 from engine.errors import GronvagError
@@ -256,7 +267,7 @@ class Engine:
         if self.sock in events:
             sock = self.sock
             for _ in range(self.cfg.max_batch):
-                if not sock.get(zmq.EVENTS) & zmq.POLLIN:
+                if not sock.get(EVENTS) & POLLIN:
                     break
                 try:
                     rid, parts, user = self._recv_message()
@@ -330,7 +341,7 @@ class Engine:
     # ------------------------------------------------------------------ sending
     def _send(self, peer: Peer, msg: wire.Message) -> bool:
         try:
-            self.sock.send_multipart([peer.cid.encode()] + wire.encode(msg), flags=zmq.NOBLOCK)
+            self.sock.send_multipart([peer.cid.encode()] + wire.encode(msg), flags=NOBLOCK)
             return True
         except zmq.Again:
             log.debug("%s: send queue full; %s not sent", peer.cid, type(msg).__name__)
@@ -368,17 +379,17 @@ class Engine:
         CURVE key, "" if none). Frames are copied as bytes; only the first frame from the peer is read as a zmq.Frame,
         for the connection's metadata (cheaper than a multipart receive without copying)."""
         sock = self.sock
-        rid = sock.recv(zmq.NOBLOCK)
+        rid = sock.recv(NOBLOCK)
         parts: list[bytes] = []
         user = ""
-        if sock.get(zmq.RCVMORE):  # (the .rcvmore attribute costs a generic attribute lookup)
+        if sock.get(RCVMORE):  # (the .rcvmore attribute costs a generic attribute lookup)
             first = sock.recv(copy=False)
             try:
                 user = first.get("User-Id")
             except zmq.ZMQError:
                 user = ""
             parts.append(first.bytes)
-            while sock.get(zmq.RCVMORE):
+            while sock.get(RCVMORE):
                 part = sock.recv()
                 if len(parts) < max_parts:
                     parts.append(part)
@@ -440,7 +451,7 @@ class Engine:
 
     def _send_raw(self, rid: bytes, msg: wire.Message) -> None:
         try:
-            self.sock.send_multipart([rid] + wire.encode(msg), flags=zmq.NOBLOCK)
+            self.sock.send_multipart([rid] + wire.encode(msg), flags=NOBLOCK)
         except zmq.ZMQError:
             pass
 

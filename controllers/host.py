@@ -10,7 +10,7 @@ import time
 import zmq
 
 from controllers.agent import ControllerAgent
-from controllers.security import MonitorLog
+from controllers.security import EVENTS, POLLIN, MonitorLog
 from controllers.state import StateDB
 
 log = logging.getLogger(__name__)
@@ -60,22 +60,23 @@ class AgentHost:
             self.poll_once(0.0 if self._more else max(0.0, next_slice - time.monotonic()))
             now = time.monotonic()
             if now >= next_slice:
+                drain_monitors = rounds % 20 == 0  # monitors wake the selector; this only bounds a lost wake-up
                 for a in self.agents[idx: idx + per]:
-                    if rounds % 20 == 0:  # monitors wake the selector; this only bounds a lost wake-up
-                        self._guard(a, a.monitor.drain)
-                    self._guard(a, lambda a=a: a.on_readable() and self._more.append(a))
-                    self._guard(a, lambda a=a, now=now: a.tick(now))
+                    try:
+                        if drain_monitors:
+                            a.monitor.drain()
+                        if a.on_readable():
+                            self._more.append(a)
+                    except Exception:  # noqa: BLE001 - one agent's bug must not stop the others
+                        log.exception("%s: agent failed", a.id)
+                    try:
+                        a.tick(now)
+                    except Exception:  # noqa: BLE001
+                        log.exception("%s: agent tick failed", a.id)
                 idx = 0 if idx + per >= n else idx + per
                 rounds += idx == 0
                 next_slice = now + slice_s
             self.commit_and_flush()
-
-    @staticmethod
-    def _guard(agent: ControllerAgent, fn) -> None:
-        try:
-            fn()
-        except Exception:  # noqa: BLE001 - one agent's bug must not stop the others
-            log.exception("%s: agent failed", agent.id)
 
     def commit_and_flush(self) -> None:
         """Make the staged states durable, then send what the agents said meanwhile."""
@@ -85,7 +86,7 @@ class AgentHost:
         self._touched.clear()
         for a in touched:
             a.flush()
-            if a.sock is not None and a.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            if a.sock is not None and a.sock.get(EVENTS) & POLLIN:
                 self._more.append(a)
 
     def poll_once(self, timeout_s: float) -> None:

@@ -27,6 +27,9 @@ from engine.errors import GronvagError
 
 log = logging.getLogger(__name__)
 
+# plain ints for the sockets' hot paths: pyzmq's enum constants cost an enum operation at every use
+EVENTS, POLLIN, RCVMORE, NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.RCVMORE), int(zmq.NOBLOCK)
+
 ENGINE_ID = "engine"
 ZAP_DOMAIN = "gronvag"
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
@@ -171,10 +174,10 @@ class MonitorLog:
 
     def drain(self, limit: int = 1000) -> None:
         for _ in range(limit):
-            if not self.sock.get(zmq.EVENTS) & zmq.POLLIN:  # cheaper than a recv that raises Again
+            if not self.sock.get(EVENTS) & POLLIN:  # cheaper than a recv that raises Again
                 return
             try:
-                frames = self.sock.recv_multipart(zmq.NOBLOCK)
+                frames = self.sock.recv_multipart(NOBLOCK)
             except zmq.Again:
                 return
             try:
