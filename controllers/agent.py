@@ -42,7 +42,7 @@ from controllers.signal import PlanRunner, Switch, TransitionCache, find_transit
 from controllers.state import HISTORY, ControllerState, StateDB, StateFile, StoredPlan
 from controllers.wire import Ack, Activation, PlanMsg, PlanRef, WireError
 from engine.plan import SignalPlan, decode_plan, encode_plan
-from engine.safety import SignalSpec, check_plan
+from engine.safety import SignalSpec, check_plan_bits
 
 log = logging.getLogger(__name__)
 
@@ -368,7 +368,9 @@ class ControllerAgent:
             elif plan.signal_id != self.cfg.signal_id:
                 errs = [f"plan is for signal {plan.signal_id!r}; this controller runs {self.cfg.signal_id!r}"]
             else:
-                errs = check_plan(plan, self.cfg.spec)
+                errs, bits = check_plan_bits(plan, self.cfg.spec)
+                if bits is not None and not errs:
+                    self.cache.add_bits(plan, bits, self.cfg.spec)  # the transition checks below reuse them
             if len(self._valid_memo) > 64:
                 self._valid_memo.clear()
             self._valid_memo[msg.ref.sha256] = errs

@@ -23,7 +23,7 @@ class AgentHost:
     of agents). That file descriptor only says "look at the socket": the host then drains it until EAGAIN; as ZeroMQ
     documents, a send can consume the notification, so after sending the host checks ``EVENTS`` itself, and every tick
     looks at each socket once more (``EVENTS``, no failed recv), which bounds any lost wake-up to ``tick_s``; monitors
-    are looked at again every 20 ticks.
+    are looked at again every 5 ticks.
 
     Agents whose store is the host's shared :class:`StateDB` are group-committed: per loop iteration the host handles
     the received messages and the ticks, commits all state changes in one transaction, then sends the answers."""
@@ -60,7 +60,7 @@ class AgentHost:
             self.poll_once(0.0 if self._more else max(0.0, next_slice - time.monotonic()))
             now = time.monotonic()
             if now >= next_slice:
-                drain_monitors = rounds % 20 == 0  # monitors wake the selector; this only bounds a lost wake-up
+                drain_monitors = rounds % 5 == 0  # monitors wake the selector; this only bounds a lost wake-up
                 for a in self.agents[idx: idx + per]:
                     try:
                         if drain_monitors:

@@ -93,6 +93,13 @@ class TransitionCache:
         self.hits = 0
         self.misses = 0
 
+    def add_bits(self, plan: SignalPlan, bits: PlanBits, spec: SignalSpec) -> None:
+        """Keep bitsets already computed for ``plan`` under ``spec`` (engine.safety.check_plan_bits)."""
+        if spec is self._spec and plan not in self._bits:
+            if len(self._bits) >= 64:
+                self._bits.clear()
+            self._bits[plan] = bits
+
     def _plan_bits(self, plan: SignalPlan, spec: SignalSpec) -> PlanBits | None:
         bits = self._bits.get(plan, False)
         if bits is False:
@@ -129,21 +136,21 @@ def entry_candidates(old: SignalPlan, k: int, new: SignalPlan, t_s: int | None =
     """Entry phases of ``new`` to try after ``old``'s phase k, best first: those that repeat a transition ``new``
     makes itself (its previous phase shows the same state as old[k]), then by distance to ``new``'s own program
     position at ``t_s`` (if given)."""
+    exit_state = old.phases[k].state
+    phases = new.phases
+    if t_s is None:  # continuity first, then by index
+        same = [j for j in range(len(phases)) if phases[j - 1].state == exit_state]
+        return same + [j for j in range(len(phases)) if phases[j - 1].state != exit_state]
     starts = _starts(new)
     cycle = new.cycle_s
-    want = None if t_s is None else (t_s - new.offset_s) % cycle
-    exit_state = old.phases[k].state
+    want = (t_s - new.offset_s) % cycle
 
     def rank(j: int) -> tuple[int, int, int]:
-        continuity = 0 if new.phases[j - 1].state == exit_state else 1
-        if want is None:
-            dist = 0
-        else:
-            d = abs(starts[j] - want)
-            dist = min(d, cycle - d)
-        return (continuity, dist, j)
+        continuity = 0 if phases[j - 1].state == exit_state else 1
+        d = abs(starts[j] - want)
+        return (continuity, min(d, cycle - d), j)
 
-    return sorted(range(len(new.phases)), key=rank)
+    return sorted(range(len(phases)), key=rank)
 
 
 def find_transition(old: SignalPlan, new: SignalPlan, spec: SignalSpec, *,

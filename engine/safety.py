@@ -169,12 +169,18 @@ def check_plan(plan: SignalPlan, spec: SignalSpec) -> list[str]:
     group's green, yellow and red-amber seconds are held as bitsets in Python ints (bit t = second t of the cycle; a
     doubled set ``x | x << cycle`` reads runs across the cycle's end), which makes a check take microseconds:
     controllers run it on every plan and every transition."""
+    return check_plan_bits(plan, spec)[0]
+
+
+def check_plan_bits(plan: SignalPlan, spec: SignalSpec) -> tuple[list[str], PlanBits | None]:
+    """:func:`check_plan`'s messages and the plan's bitsets (None when it is not structurally valid for ``spec``)."""
     errs = check_structure(plan)
     if errs:
-        return errs
+        return errs, None
     if plan.n_links != spec.n_links:
-        return [f"{plan.signal_id}: plan has {plan.n_links} signal groups, the intersection has {spec.n_links}"]
-    return check_bits(plan.signal_id, plan_bits(plan), spec)
+        return [f"{plan.signal_id}: plan has {plan.n_links} signal groups, the intersection has {spec.n_links}"], None
+    bits = plan_bits(plan)
+    return check_bits(plan.signal_id, bits, spec), bits
 
 
 def check_bits(signal_id: str, bits: PlanBits, spec: SignalSpec) -> list[str]:
