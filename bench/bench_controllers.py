@@ -84,7 +84,7 @@ def _agent_worker(ids: list[str], keys_dir: str, endpoint: str, state_dir: str, 
                           spec=spec_from_fallback(fallback), clock=clock, hello_after_s=5.0, status_interval_s=30.0,
                           reconnect_ivl_ms=200, reconnect_ivl_max_ms=2000, fsync=fsync)
         agents.append(ControllerAgent(cfg, ctx, db=db))
-    host = AgentHost(agents, tick_s=0.05, db=db)
+    host = AgentHost(agents, tick_s=0.05, db=db, freeze_gc=True)  # a process that only hosts agents
     host.start()
     try:
         host.run(stop)

@@ -132,7 +132,7 @@ class ControllerAgent:
         self._last_status = 0.0
         self._lease_deadline = 0.0
         self._unsent: list[wire.Message] = []  # notifications to repeat after the next WELCOME
-        self._valid_memo: dict[str, list[str]] = {}
+        self._valid_memo: dict[str, tuple[str, ...]] = {}
         self._start_runner()
 
     # ------------------------------------------------------------------ start-up
@@ -361,7 +361,8 @@ class ControllerAgent:
             plan = _plan_decoder.decode(msg.plan)  # as engine.plan.decode_plan, with a reused decoder
         except msgspec.MsgspecError as exc:
             return None, [f"plan body is not a {self.cfg.signal_id} plan: {exc}"]
-        errs = self._valid_memo.get(msg.ref.sha256)
+        memo = self._valid_memo.get(msg.ref.sha256)
+        errs = None if memo is None else list(memo)
         if errs is None:
             if encode_plan(plan) != msg.plan:
                 errs = ["plan body is not in canonical form"]
@@ -371,9 +372,9 @@ class ControllerAgent:
                 errs, bits = check_plan_bits(plan, self.cfg.spec)
                 if bits is not None and not errs:
                     self.cache.add_bits(plan, bits, self.cfg.spec)  # the transition checks below reuse them
-            if len(self._valid_memo) > 64:
+            if len(self._valid_memo) >= 16:  # recurring plans; kept small (live objects cost every full GC)
                 self._valid_memo.clear()
-            self._valid_memo[msg.ref.sha256] = errs
+            self._valid_memo[msg.ref.sha256] = tuple(errs)
         if errs:
             return plan, errs
         where, when = validity(plan, self.cfg.clock(), getattr(self.cfg.clock, "period_s", None))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import selectors
 import threading
@@ -25,13 +26,18 @@ class AgentHost:
     looks at each socket once more (``EVENTS``, no failed recv), which bounds any lost wake-up to ``tick_s``; monitors
     are looked at again every 5 ticks.
 
+    ``freeze_gc``: for a process that exists to host agents (a gateway), move the objects existing at start-up out of
+    the garbage collector's reach (:func:`gc.freeze`).
+
     Agents whose store is the host's shared :class:`StateDB` are group-committed: per loop iteration the host handles
     the received messages and the ticks, commits all state changes in one transaction, then sends the answers."""
 
-    def __init__(self, agents: list[ControllerAgent], tick_s: float = 0.02, db: StateDB | None = None):
+    def __init__(self, agents: list[ControllerAgent], tick_s: float = 0.02, db: StateDB | None = None, *,
+                 freeze_gc: bool = False):
         self.agents = agents
         self.tick_s = tick_s
         self.db = db
+        self.freeze_gc = freeze_gc
         self._sel: selectors.BaseSelector | None = None
         self._touched: list[ControllerAgent] = []
         self._more: list[ControllerAgent] = []
@@ -45,6 +51,11 @@ class AgentHost:
                 a.start()
             self._sel.register(a.sock.getsockopt(zmq.FD), selectors.EVENT_READ, a)
             self._sel.register(a.monitor.sock.getsockopt(zmq.FD), selectors.EVENT_READ, a.monitor)
+        if self.freeze_gc:
+            # a process serving many controllers: their start-up objects live as long as the process, so keep them out
+            # of every later full collection (each one would otherwise pause the loop for tens of milliseconds)
+            gc.collect()
+            gc.freeze()
 
     def run(self, stop: threading.Event, until: float | None = None) -> None:
         if self._sel is None:

@@ -85,7 +85,9 @@ class TransitionCache:
     check_plan on the composite; each plan's bitsets are kept while it is in use), or from the composite itself when
     either plan is not structurally clean."""
 
-    def __init__(self, max_entries: int = 8192):
+    # small bounds: a controller needs verdicts for its running, pending, fallback and recurring plans only; every
+    # entry keeps its plans alive, and a process hosting many controllers pays for live objects in each full GC
+    def __init__(self, max_entries: int = 64):
         self._safe: dict[tuple, bool] = {}
         self._bits: dict[SignalPlan, PlanBits | None] = {}
         self._max = max_entries
@@ -96,7 +98,7 @@ class TransitionCache:
     def add_bits(self, plan: SignalPlan, bits: PlanBits, spec: SignalSpec) -> None:
         """Keep bitsets already computed for ``plan`` under ``spec`` (engine.safety.check_plan_bits)."""
         if spec is self._spec and plan not in self._bits:
-            if len(self._bits) >= 64:
+            if len(self._bits) >= 16:
                 self._bits.clear()
             self._bits[plan] = bits
 
@@ -105,7 +107,7 @@ class TransitionCache:
         if bits is False:
             clean = plan.n_links == spec.n_links and not check_structure(plan)
             bits = plan_bits(plan) if clean else None
-            if len(self._bits) >= 64:
+            if len(self._bits) >= 16:
                 self._bits.clear()
             self._bits[plan] = bits
         return bits
