@@ -26,6 +26,8 @@ Guarantees (each has a loopback test in ``tests/test_controllers_*.py``):
   its local spec plus safe transitions into it and back to its fallback, persists before acknowledging, switches at
   a safe transition point (:mod:`controllers.signal`), then acknowledges ``applied``; duplicates get the stored answer
   and nothing is applied twice;
+* a plan whose validity period (``valid_from_s``/``valid_to_s``) has ended is rejected; one whose period has not begun
+  is accepted and held until it begins;
 * lease expiry (no PLAN/PING) reverts a controller to its fallback plan with an alarm; only a fresh PLAN ends it;
 * every message's authenticated key must belong to the routing id and the body's controller id.
 
