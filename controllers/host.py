@@ -104,7 +104,10 @@ class AgentHost:
         ready = []
         for key, _ in self._sel.select(timeout_s):
             if isinstance(key.data, MonitorLog):
-                key.data.drain()
+                try:
+                    key.data.drain()
+                except Exception:  # noqa: BLE001 - a monitor callback's bug must not stop the others
+                    log.exception("%s: monitor handling failed", key.data.name)
             else:
                 ready.append(key.data)
         more, self._more = self._more, []
