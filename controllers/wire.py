@@ -213,6 +213,14 @@ _ID_PREFIX = os.urandom(8).hex()  # random per process: ids never repeat across 
 _id_counter = itertools.count(1)
 
 
+def _new_id_prefix() -> None:
+    global _ID_PREFIX, _id_counter
+    _ID_PREFIX, _id_counter = os.urandom(8).hex(), itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_new_id_prefix)  # a forked process must not repeat its parent's ids
+
+
 def new_msg_id() -> str:
     """A fresh message id (new for every message, resends included): this process's random prefix and a counter."""
     return f"{_ID_PREFIX}.{next(_id_counter)}"
