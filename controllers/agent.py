@@ -37,7 +37,7 @@ import msgspec
 import zmq
 
 from controllers import wire
-from controllers.security import EVENTS, NOBLOCK, POLLIN, KeyPair, MonitorLog
+from controllers.security import EVENTS, POLLIN, KeyPair, MonitorLog, recv_frames, send_frames
 from controllers.signal import PlanRunner, Switch, TransitionCache, find_transition
 from controllers.state import HISTORY, ControllerState, StateDB, StateFile, StoredPlan
 from controllers.wire import Ack, Activation, PlanMsg, PlanRef, WireError
@@ -245,7 +245,7 @@ class ControllerAgent:
                 self._keep(msg)
             return False
         try:
-            self.sock.send_multipart(wire.encode(msg), flags=NOBLOCK)
+            send_frames(self.sock, wire.encode(msg))
             return True
         except zmq.Again:
             if keep:
@@ -309,7 +309,7 @@ class ControllerAgent:
             if not sock.get(EVENTS) & POLLIN:  # cheaper than a recv that raises Again
                 return False
             try:
-                frames = sock.recv_multipart(NOBLOCK)
+                frames = recv_frames(sock)
             except zmq.Again:
                 return False
             self.handle(frames)

@@ -44,6 +44,7 @@ from controllers.security import (
     MonitorLog,
     check_id,
     load_allow_list,
+    send_frames,
 )
 from controllers.store import DesiredRow, EngineStore
 from controllers.wire import Ack, Activation, PlanMsg, PlanRef, WireError
@@ -341,7 +342,7 @@ class Engine:
     # ------------------------------------------------------------------ sending
     def _send(self, peer: Peer, msg: wire.Message) -> bool:
         try:
-            self.sock.send_multipart([peer.cid.encode()] + wire.encode(msg), flags=NOBLOCK)
+            send_frames(self.sock, [peer.cid.encode()] + wire.encode(msg))
             return True
         except zmq.Again:
             log.debug("%s: send queue full; %s not sent", peer.cid, type(msg).__name__)
@@ -451,7 +452,7 @@ class Engine:
 
     def _send_raw(self, rid: bytes, msg: wire.Message) -> None:
         try:
-            self.sock.send_multipart([rid] + wire.encode(msg), flags=NOBLOCK)
+            send_frames(self.sock, [rid] + wire.encode(msg))
         except zmq.ZMQError:
             pass
 

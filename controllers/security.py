@@ -29,6 +29,23 @@ log = logging.getLogger(__name__)
 
 # plain ints for the sockets' hot paths: pyzmq's enum constants cost an enum operation at every use
 EVENTS, POLLIN, RCVMORE, NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.RCVMORE), int(zmq.NOBLOCK)
+_SNDMORE_NOBLOCK = int(zmq.SNDMORE) | NOBLOCK
+
+
+def send_frames(sock: zmq.Socket, frames: list[bytes]) -> None:
+    """``sock.send_multipart(frames, flags=NOBLOCK)`` without its per-frame enum arithmetic; raises zmq.Again when the
+    message cannot be queued (ZeroMQ takes a multipart message whole or not at all)."""
+    last = len(frames) - 1
+    for i, f in enumerate(frames):
+        sock.send(f, _SNDMORE_NOBLOCK if i < last else NOBLOCK)
+
+
+def recv_frames(sock: zmq.Socket) -> list[bytes]:
+    """``sock.recv_multipart(NOBLOCK)`` (copied frames) without its per-frame enum arithmetic."""
+    frames = [sock.recv(NOBLOCK)]
+    while sock.get(RCVMORE):
+        frames.append(sock.recv())
+    return frames
 
 ENGINE_ID = "engine"
 ZAP_DOMAIN = "gronvag"

@@ -115,7 +115,7 @@ def _conflict_pairs(conflicts: np.ndarray) -> tuple[list[int], list[int]]:
 
 class PlanBits(NamedTuple):
     """A plan's seconds as bitsets (bit t = second t of its cycle), one int per signal group: green (G or g), yellow
-    and red-amber; ``starts``: the start second of each phase."""
+    and red-amber; ``starts``: the start second of each phase (empty for a joined sequence)."""
 
     cycle_s: int
     starts: tuple[int, ...]
@@ -147,7 +147,8 @@ def plan_bits(plan: SignalPlan) -> PlanBits:
 
 def sequence_bits(first: PlanBits, first_from: int, second: PlanBits, second_from: int) -> PlanBits:
     """Bitsets of one cycle of ``first`` starting at its phase ``first_from`` followed by one cycle of ``second``
-    starting at its phase ``second_from``, read as one cyclic plan (what a plan switch shows around the switch)."""
+    starting at its phase ``second_from``, read as one cyclic plan (what a plan switch shows around the switch). The
+    result has no phase starts (``starts == ()``): it is checked, not joined again."""
     c1, c2 = first.cycle_s, second.cycle_s
     r1, r2 = first.starts[first_from], second.starts[second_from]
     m1, m2 = (1 << c1) - 1, (1 << c2) - 1
@@ -156,9 +157,7 @@ def sequence_bits(first: PlanBits, first_from: int, second: PlanBits, second_fro
         return ((((x >> r1) | (x << (c1 - r1))) & m1) |
                 ((((y >> r2) | (y << (c2 - r2))) & m2) << c1))
 
-    starts = tuple((t - r1) % c1 for t in first.starts[first_from:] + first.starts[:first_from]) + \
-        tuple(c1 + (t - r2) % c2 for t in second.starts[second_from:] + second.starts[:second_from])
-    return PlanBits(c1 + c2, starts, tuple(map(join, first.green, second.green)),
+    return PlanBits(c1 + c2, (), tuple(map(join, first.green, second.green)),
                     tuple(map(join, first.yellow, second.yellow)), tuple(map(join, first.redamber, second.redamber)))
 
 
