@@ -55,7 +55,9 @@ def signal_plan(sig, timing: SignalTiming, program_id: str, valid: tuple[float, 
 
 
 def to_planset(inst, sol: Solution) -> PlanSet:
-    valid = (float(inst.demand.begin_s), float(inst.demand.end_s))
+    """The solution as a plan set. One plan per signal runs all day (validity 0-86400 s: a controller keeps it until
+    it gets another); time-of-day plans get their periods from engine.optimise.periods."""
+    valid = (0.0, 86400.0)
     plans = tuple(signal_plan(sig, t, inst.options.program_id, valid)
                   for sig, t in zip(inst.signals, sol.timings, strict=True))
     return PlanSet(plans=plans, scenario=inst.scenario, created=now_iso())
