@@ -106,14 +106,14 @@ def test_serve_and_controller_run_in_process(tmp_path):
     codes: dict[str, int] = {}
     t = threading.Thread(target=lambda: codes.setdefault("serve", serve_main(
         ["corridor", "--plan", str(plans), "--keys", str(keys), "--bind", endpoint, "--state-dir",
-         str(tmp_path / "st"), "--duration", "3", "--heartbeat", "0.2", "--lease", "2", "--activate", "asap",
+         str(tmp_path / "st"), "--duration", "6", "--heartbeat", "0.2", "--lease", "2", "--activate", "asap",
          "--log-level", "WARNING"])))
     t.start()
     time.sleep(0.3)
     codes["controller"] = controller_main(
         ["--id", "J1", "--keys", str(keys), "--connect", endpoint, "--state-dir", str(tmp_path / "c"), "--fallback",
-         str(plans), "--time-scale", "50", "--duration", "2", "--log-level", "WARNING"])
-    t.join(timeout=10)
+         str(plans), "--time-scale", "50", "--duration", "4", "--log-level", "WARNING"])
+    t.join(timeout=15)
     assert codes == {"serve": 0, "controller": 0}
     st = StateFile(tmp_path / "c", "J1").load()
     assert st.accepted is not None and st.accepted_status == "applied" and st.mode == "central"
