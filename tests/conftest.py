@@ -31,3 +31,15 @@ def compiled_shared():
         return cache[name]
 
     return get
+
+
+def run_script_json(script: str, timeout_s: float = 120.0):
+    """Run a Python script in a fresh interpreter from the repository root (libsumo gets its own process) and
+    return the JSON object it prints last."""
+    import json
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout_s, cwd=REPO)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout.strip().splitlines()[-1])

@@ -4,10 +4,7 @@ running the joined plans second by second as the plans say, with every switch sa
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +13,7 @@ from engine.errors import GronvagError
 from engine.optimise.periods import parse_periods, stretch, transition
 from engine.plan import Phase, make_plan
 from engine.safety import check_plan
+from tests.conftest import run_script_json
 
 
 def test_parse_periods():
@@ -118,10 +116,7 @@ def test_sumo_runs_the_joined_plans_exactly_and_safely(corridor_tod):
         ls.close()
         print(json.dumps(out))
     """)
-    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=280,
-                         cwd=Path(__file__).resolve().parents[1])
-    assert res.returncode == 0, res.stderr
-    got = json.loads(res.stdout.strip().splitlines()[-1])
+    got = run_script_json(script, 280)
     plans = json.loads((corridor_tod / "plan.json").read_text())["plans"]
     net = comp.net
     for sid, states in got.items():

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
+
+from tests.conftest import run_script_json
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +61,7 @@ def test_sumo_activates_the_optimised_program(corridor_plan):
         ls.close()
         print(json.dumps(out))
     """)
-    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                         cwd=Path(__file__).resolve().parents[1])
-    assert res.returncode == 0, res.stderr
-    got = json.loads(res.stdout.strip().splitlines()[-1])
+    got = run_script_json(script, 120)
     for sid, (prog, durs) in want.items():
         assert got[sid][0] == prog == "gronvag-opt"
         assert got[sid][1] == durs
