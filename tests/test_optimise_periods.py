@@ -152,3 +152,13 @@ def test_sumo_runs_the_joined_plans_exactly_and_safely(corridor_tod):
                     assert n >= spec.min_green_s[i], f"{sid} link {i}: green of {n} s"
                 if c == "y":
                     assert n >= spec.yellow_s[i], f"{sid} link {i}: yellow of {n} s"
+
+
+def test_periods_refuse_options_they_cannot_honour(tmp_path, capsys):
+    from engine.optimise.cli import optimise_main
+
+    for extra in (["--sim-check"], ["--sim-polish", "5"], ["--phase-order"]):
+        out = tmp_path / extra[0].strip("-")
+        assert optimise_main(["grid-2x2", "--periods", "2", "--out", str(out), *extra, "--quiet"]) == 2
+        assert "--periods" in capsys.readouterr().err
+        assert not out.exists()

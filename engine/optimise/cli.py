@@ -243,8 +243,9 @@ def run_periods(args, argv: list[str], opts, params, comp, console) -> int:
     from sim.planio import planset_to_additional
     from sim.scenario import compile_scenario
 
-    if args.sim_check or args.sim_polish:
-        raise GronvagError("--sim-check and --sim-polish work on one period; run them without --periods")
+    if args.sim_check or args.sim_polish or args.phase_order:
+        raise GronvagError("--sim-check, --sim-polish and --phase-order work on one period; run them without "
+                           "--periods")
     periods = parse_periods(args.periods, comp.demand.begin_s, comp.demand.end_s)
     t0 = time.perf_counter()
     plans, summaries = [], []
