@@ -139,12 +139,12 @@ class Harness:
         kw.update(overrides)
         return AgentConfig(**kw)
 
-    def start_agents(self, configs: list[AgentConfig] | None = None) -> dict[str, ControllerAgent]:
+    def start_agents(self, configs: list[AgentConfig] | None = None, **host_kw) -> dict[str, ControllerAgent]:
         configs = configs if configs is not None else [self.agent_config(cid) for cid in self.ids]
         self.db = StateDB(self.root / "ctl-state" / f"host-{len(configs)}-{time.monotonic_ns()}.sqlite")
         agents = [ControllerAgent(cfg, self.agent_ctx, db=self.db) for cfg in configs]
         self.agents = {a.id: a for a in agents}
-        self.host = AgentHost(agents, tick_s=0.01, db=self.db)
+        self.host = AgentHost(agents, tick_s=0.01, db=self.db, **host_kw)
         self.host.start()
         self._host_stop = threading.Event()
         self._host_thread = threading.Thread(target=self.host.run, args=(self._host_stop,), daemon=True)
