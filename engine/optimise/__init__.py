@@ -7,7 +7,10 @@ Public surface::
     validate(inst, res.solution)                               # independent check (empty list = valid)
     to_planset(inst, res.solution)                             # engine.plan.PlanSet
 
-`gronvag optimise` is :func:`engine.optimise.cli.optimise_main`.
+Around it, each optional: ``structure`` (phase skipping, phase orders) and ``order`` (the model's choice of order),
+``simcheck`` (SUMO chooses among model candidates) and ``simpolish`` (local search in SUMO), ``periods``
+(time-of-day plans joined by transition cycles), ``explain`` (why a request is infeasible), ``output`` (files,
+summary). `gronvag optimise` is :func:`engine.optimise.cli.optimise_main`.
 """
 
 from engine.optimise.instance import DEFAULT_STOP_COST_S, Instance, OptimiseOptions, Pin, build_instance
