@@ -20,7 +20,7 @@ import zmq
 from controllers.agent import AgentConfig, ControllerAgent, DayClock
 from controllers.config import check_fallback, load_fallback, load_spec, spec_from_fallback
 from controllers.engine import Engine, EngineConfig
-from controllers.host import AgentHost
+from controllers.host import AgentHost, quiet_gc
 from controllers.security import ENGINE_ID, check_id, create_keypair, list_keys, load_keypair
 from controllers.state import StateDB
 from controllers.watch import AllowListWatcher, PlanFileSource
@@ -116,6 +116,7 @@ def _serve(args_in) -> int:
                  a.plan)
         source = PlanFileSource(a.plan, activation=a.activate, lease_s=a.lease)
         source(engine)
+        quiet_gc()  # a long-running service: rare full collections (each would pause the loop for tens of ms)
         engine.timers.append((1.0, source))
         engine.timers.append((5.0, AllowListWatcher(cfg.allow_dir)))
         engine.run(stop, until=None if a.duration is None else time.monotonic() + a.duration)
