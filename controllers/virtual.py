@@ -261,6 +261,10 @@ class VirtualNetwork(Controller):
             return
         self._closed = True
         try:
+            self._settle()
+        except Exception:  # noqa: BLE001 - settling is best effort; the tear-down must go on
+            log.exception("virtual network: could not settle the link before the report")
+        try:
             self._collect_report()
         except Exception:  # noqa: BLE001 - the report must not stop the tear-down
             log.exception("virtual network: could not collect the link report")
@@ -508,6 +512,15 @@ class VirtualNetwork(Controller):
                                + "; ".join(bad[:3]))
 
     # ------------------------------------------------------------------ report
+    def _settle(self, wall_s: float = 0.3) -> None:
+        """Let acknowledgements already on their way arrive before the report is taken (a short run can end with an
+        applied switch whose ACK is still in a socket); the signal clock does not move."""
+        if self._host is None or not self._agents:
+            return
+        end = time.monotonic() + wall_s
+        while time.monotonic() < end:
+            self._pump(0.01)
+
     def _collect_report(self) -> None:
         rep = self.report
         rep["scenario"] = self.scenario_name
