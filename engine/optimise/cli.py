@@ -20,7 +20,6 @@ pedestrians/h per crossing (also the default, 100, when the scenario has no walk
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import time
@@ -235,12 +234,11 @@ def run_periods(args, argv: list[str], opts, params, comp, console) -> int:
     import dataclasses
 
     from engine.optimise.instance import build_instance
-    from engine.optimise.output import build_summary, render_markdown, write_outputs
+    from engine.optimise.output import build_summary, planset_files, render_markdown, write_outputs
     from engine.optimise.periods import join, parse_periods
     from engine.optimise.run import Reporter, optimise
     from engine.optimise.solution import to_planset
-    from engine.plan import PlanSet, encode_planset, now_iso
-    from sim.planio import planset_to_additional
+    from engine.plan import PlanSet, now_iso
     from sim.scenario import compile_scenario
 
     if args.sim_check or args.sim_polish or args.phase_order:
@@ -277,9 +275,7 @@ def run_periods(args, argv: list[str], opts, params, comp, console) -> int:
     for k, s in enumerate(summaries):
         md += ["", render_markdown(s).replace("# Optimised signal plan:", f"## Period {k + 1}:", 1).replace(
             "\n## ", "\n### ")]
-    files = {"plan.json": encode_planset(ps), "plan.add.xml": planset_to_additional(ps),
-             "summary.json": json.dumps(summary, indent=1, default=float), "summary.md": "\n".join(md) + "\n"}
-    out = write_outputs(args.out, files)
+    out = write_outputs(args.out, planset_files(ps, summary, "\n".join(md) + "\n"))
     if not args.quiet:
         console.print(f"[bold]{comp.scenario.name}[/bold]: {len(periods)} periods, {len(transitions)} transitions, "
                       f"{summary['wall_s']} s")

@@ -64,6 +64,14 @@ def make_solver(p: SolveParams) -> cp_model.CpSolver:
     return solver
 
 
+def _solve(model: cp_model.CpModel, params: SolveParams, on_solution=None):
+    """(solver, status name, wall s, a solution was found) of one solve with the project's solver settings."""
+    solver = make_solver(params)
+    t0 = time.perf_counter()
+    status = solver.Solve(model, _Progress(on_solution))
+    return solver, solver.StatusName(status), time.perf_counter() - t0, status in (cp_model.OPTIMAL, cp_model.FEASIBLE)
+
+
 @dataclass
 class SplitSolution:
     cycle_s: int
@@ -192,12 +200,8 @@ class SplitModel:
                     self.model.AddBoolOr([])  # a fixed phase differs: infeasible
 
     def solve(self, params: SolveParams, on_solution=None) -> SplitSolution:
-        solver = make_solver(params)
-        t0 = time.perf_counter()
-        status = solver.Solve(self.model, _Progress(on_solution))
-        wall = time.perf_counter() - t0
-        name = solver.StatusName(status)
-        if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        solver, name, wall, found = _solve(self.model, params, on_solution)
+        if not found:
             return SplitSolution(self.cycle_s, [], math.inf, math.inf, name, wall)
         durs = [np.array([v if isinstance(v, int) else solver.Value(v) for v in d], np.int64) for d in self.d]
         return SplitSolution(self.cycle_s, durs, solver.ObjectiveValue(), solver.BestObjectiveBound(), name, wall)
@@ -366,12 +370,8 @@ class OffsetModel:
             m.AddHint(var, int(hint[s]))
 
     def solve(self, params: SolveParams, on_solution=None) -> OffsetSolution:
-        solver = make_solver(params)
-        t0 = time.perf_counter()
-        status = solver.Solve(self.model, _Progress(on_solution))
-        wall = time.perf_counter() - t0
-        name = solver.StatusName(status)
-        if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        solver, name, wall, found = _solve(self.model, params, on_solution)
+        if not found:
             return OffsetSolution(np.zeros(len(self.o), np.int64), math.inf, math.inf, name, wall)
         return OffsetSolution(np.array([solver.Value(v) for v in self.o], np.int64), solver.ObjectiveValue(),
                               solver.BestObjectiveBound(), name, wall)

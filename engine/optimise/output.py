@@ -288,8 +288,13 @@ def write_outputs(out: str | Path, files: dict[str, bytes | str]) -> Path:
 
 def output_files(inst, sol, summary: dict) -> dict[str, bytes | str]:
     from engine.optimise.solution import to_planset
+
+    return planset_files(to_planset(inst, sol), summary, render_markdown(summary))
+
+
+def planset_files(ps, summary: dict, markdown: str) -> dict[str, bytes | str]:
+    """The optimiser's output folder: plan.json, plan.add.xml (SUMO), summary.json, summary.md."""
     from sim.planio import planset_to_additional
 
-    ps = to_planset(inst, sol)
     return {"plan.json": encode_planset(ps), "plan.add.xml": planset_to_additional(ps),
-            "summary.json": json.dumps(summary, indent=1, default=float), "summary.md": render_markdown(summary)}
+            "summary.json": json.dumps(summary, indent=1, default=float), "summary.md": markdown}
