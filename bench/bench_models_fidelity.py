@@ -44,14 +44,16 @@ def scenarios_available(smoke: bool) -> list[str]:
     return out[:1] if smoke else out
 
 
-def _per_signal_delay_h(comp, plansets, params, model: str) -> np.ndarray:
+def _model_delays(comp, plansets, params, model: str) -> tuple[np.ndarray, np.ndarray]:
+    """Mean delay per vehicle (K,) and total delay per signal in veh*h (K, S), one evaluation per plan set."""
     from models.evaluate import MODELS
 
-    rows = []
+    mean, rows = [], []
     for ps in plansets:
         ev = MODELS[model](comp.net, comp.demand, ps, params)
+        mean.append(ev.mean_delay_s)
         rows.append(ev.signal_delay_s * ev.signal_flow_veh_h * ev.extra["window_h"] / 3600)
-    return np.array(rows)
+    return np.array(mean), np.array(rows)
 
 
 def evaluate_scenario(spec: str, n_plans: int, seeds: list[int], splits: str = "demand", calibrate: bool = True,
@@ -92,8 +94,7 @@ def evaluate_scenario(spec: str, n_plans: int, seeds: list[int], splits: str = "
     out["never_departed"] = [float(np.mean([r["never_departed"] for r in row])) for row in runs]
     for which, by_model in params.items():
         for model, p in by_model.items():
-            mean = cal.predict(comp, plansets, p, model)
-            per_sig = _per_signal_delay_h(comp, plansets, p, model)
+            mean, per_sig = _model_delays(comp, plansets, p, model)
             res = {"network": cal.fit_stats(mean, sumo_loss), "per_signal": cal.fit_stats(per_sig, sumo_sig),
                    "per_signal_each": {comp.net.signal_ids[s]: cal.fit_stats(per_sig[:, s], sumo_sig[:, s])
                                        for s in range(per_sig.shape[1])},
