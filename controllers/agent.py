@@ -65,6 +65,13 @@ class DayClock:
     def __call__(self) -> float:
         return self._base + (time.monotonic() - self._mono0) * self.scale
 
+    def monotonic_at(self, t_s: float) -> float:
+        """The ``time.monotonic()`` value at which this clock reaches signal time ``t_s`` (lets a host sleep until a
+        controller's next second of interest instead of polling the clock)."""
+        if self.scale <= 0.0:
+            return math.inf
+        return self._mono0 + (t_s - self._base) / self.scale
+
 
 def validity(plan: SignalPlan, t_s: float, period_s: float | None = None) -> tuple[str, float]:
     """Where signal time ``t_s`` stands in ``plan``'s validity period [valid_from_s, valid_to_s): ("valid", t_s),
@@ -131,6 +138,8 @@ class ControllerAgent:
         self._hello_after = cfg.hello_after_s
         self._last_status = 0.0
         self._lease_deadline = 0.0
+        # a clock that tells when its seconds begin lets a host tick this agent only when something is due
+        self._clock_at: Callable[[float], float] | None = getattr(cfg.clock, "monotonic_at", None)
         self._unsent: list[wire.Message] = []  # notifications to repeat after the next WELCOME
         self._valid_memo: dict[str, tuple[str, ...]] = {}
         self._start_runner()
@@ -326,6 +335,11 @@ class ControllerAgent:
                 self._send(wire.Error(code=exc.code, text=exc.text))
             return
         self._last_rx = time.monotonic()
+        # the runner up to the second before this one, as regular ticks would have left it (a host may tick this agent
+        # only when something is due): a plan requested now may still switch at this second's boundary, as before
+        t = int(self.cfg.clock()) - 1
+        if t > self.runner.t_s:
+            self._advance(t)
         if isinstance(msg, PlanMsg):
             self._renew_lease()
             self._on_plan(msg)
@@ -516,19 +530,45 @@ class ControllerAgent:
         self._status()
 
     # ------------------------------------------------------------------ time
-    def tick(self, now: float | None = None) -> None:
-        """Advance the signal program to the clock, handle the lease, heartbeats and periodic status."""
-        now = time.monotonic() if now is None else now
-        if self.state.mode == "central" and now > self._lease_deadline:
-            self._expire_lease()
-        target = int(self.cfg.clock())
+    def _advance(self, target: int) -> None:
         if target - self.runner.t_s > 86400:
             log.warning("%s: signal clock jumped by %d s; restarting the running plan", self.id,
                         target - self.runner.t_s)
         for sw in self.runner.advance_to(target):
             self._on_switch(sw)
+
+    def tick(self, now: float | None = None) -> None:
+        """Advance the signal program to the clock, handle the lease, heartbeats and periodic status.
+
+        Ticks may come at any interval (:meth:`next_due` says when one has something to do): the seconds before the
+        current one are run first, as if ticked then, and an expired lease then reverts from the current second."""
+        now = time.monotonic() if now is None else now
+        target = int(self.cfg.clock())
+        if target - 1 > self.runner.t_s:
+            self._advance(target - 1)
+        if self.state.mode == "central" and now > self._lease_deadline:
+            self._expire_lease()
+        self._advance(target)
         if self.sock is not None:
             if now - self._last_rx > self._hello_after and now - self._last_hello > self._hello_after:
                 self._hello()
             if now - self._last_status > self.cfg.status_interval_s:
                 self._status()
+
+    def next_due(self) -> float | None:
+        """The ``time.monotonic()`` at or after which :meth:`tick` next has something to do: the lease runs out, the
+        running plan reaches a point where it may switch to the pending one, a HELLO after the engine's silence, the
+        periodic STATUS; inf when none of them is ahead. None when the clock cannot say when its seconds begin (a host
+        then ticks at a fixed interval). Handling a message can change it (a new plan, lease or timer), so a host asks
+        again after handling messages; ticking earlier than this is always harmless."""
+        at = self._clock_at
+        if at is None:
+            return None
+        due = self._lease_deadline if self.state.mode == "central" else math.inf
+        if self.sock is not None:
+            due = min(due, max(self._last_rx, self._last_hello) + self._hello_after,
+                      self._last_status + self.cfg.status_interval_s)
+        t_switch = self.runner.next_switch_s()
+        if t_switch is not None:
+            due = min(due, at(t_switch))
+        return due

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gc
+import heapq
 import logging
+import math
 import selectors
 import threading
 import time
@@ -35,34 +37,49 @@ def quiet_gc(thresholds: tuple[int, int, int] = SERVICE_GC_THRESHOLDS) -> None:
 
 
 class AgentHost:
-    """Runs any number of agents in one thread: one selector over their sockets, a common tick.
+    """Runs any number of agents in one thread: one selector over their sockets, ticks when something is due.
 
     The selector watches each DEALER's and each monitor socket's ``zmq.FD`` (cost per wake-up independent of the number
     of agents). That file descriptor only says "look at the socket": the host then drains it until EAGAIN; as ZeroMQ
-    documents, a send can consume the notification, so after sending the host checks ``EVENTS`` itself, and every tick
-    looks at each socket once more (``EVENTS``, no failed recv), which bounds any lost wake-up to ``tick_s``; monitors
-    are looked at again every 5 ticks.
+    documents, a send can consume the notification, so after sending the host checks ``EVENTS`` itself, and every
+    ``sweep_s`` it looks at each socket once more (``EVENTS``, no failed recv; monitors every second sweep), which
+    bounds any lost wake-up to ``sweep_s`` (``2 * sweep_s`` for a monitor).
+
+    Ticks: an agent whose clock says when its seconds begin (:meth:`ControllerAgent.next_due`, e.g. a
+    :class:`controllers.agent.DayClock`) is ticked when something is due: its lease runs out, its running plan reaches a
+    point where it may switch to a pending plan, a HELLO or a STATUS is due. The host keeps those times in a heap and
+    asks the agent again after handling its messages (a new plan or lease changes them), so an idle controller costs
+    nothing between its events and every event is handled when it is due (late only by the loop iteration in
+    progress), not up to a tick later. Agents with other clocks are ticked every ``tick_s``.
 
     ``freeze_gc``: for a process that exists to host agents (a gateway), move the objects existing at start-up out of
     the garbage collector's reach and make full collections rare (:func:`quiet_gc`).
 
     ``batch``: at most this many agents' messages are handled per loop iteration before the group commit and the sends
     (the others wait for the next iteration, which does not sleep), so a burst (after a pause, or at a high rate) is
-    answered in bounded slices rather than held behind one long batch.
+    answered in bounded slices rather than held behind one long batch; at most ``2 * batch`` due ticks likewise.
 
     Agents whose store is the host's shared :class:`StateDB` are group-committed: per loop iteration the host handles
     the received messages and the ticks, commits all state changes in one transaction, then sends the answers."""
 
+    #: a tick found with nothing to do (a clock's float rounding at a second's boundary) is retried this much later
+    MIN_GAP_S = 0.001
+
     def __init__(self, agents: list[ControllerAgent], tick_s: float = 0.02, db: StateDB | None = None, *,
-                 freeze_gc: bool = False, batch: int = 64):
+                 freeze_gc: bool = False, batch: int = 64, sweep_s: float = 0.1):
         self.agents = agents
         self.tick_s = tick_s
+        self.sweep_s = sweep_s
         self.db = db
         self.freeze_gc = freeze_gc
         self.batch = max(1, int(batch))
+        self.ticks = 0  # agent ticks made by run()
         self._sel: selectors.BaseSelector | None = None
         self._touched: list[ControllerAgent] = []
         self._more: list[ControllerAgent] = []
+        self._index = {id(a): i for i, a in enumerate(agents)}
+        self._due = [math.inf] * len(agents)  # per agent: the earliest time it is in the heap for
+        self._heap: list[tuple[float, int]] = []
 
     def start(self) -> None:
         self._sel = selectors.DefaultSelector()
@@ -73,38 +90,87 @@ class AgentHost:
                 a.start()
             self._sel.register(a.sock.getsockopt(zmq.FD), selectors.EVENT_READ, a)
             self._sel.register(a.monitor.sock.getsockopt(zmq.FD), selectors.EVENT_READ, a.monitor)
+        now = time.monotonic()
+        for a in self.agents:
+            self._schedule(a, now)
         if self.freeze_gc:
             # a process serving many controllers: their start-up objects live as long as the process, so keep them out
             # of every later full collection (each one would otherwise pause the loop for tens of milliseconds)
             quiet_gc()
 
+    def _schedule(self, agent: ControllerAgent, now: float) -> None:
+        """Make sure ``agent`` is in the heap for its next due time (entries only ever move earlier here; a stale later
+        entry is skipped when it comes up)."""
+        i = self._index[id(agent)]
+        try:
+            due = agent.next_due()
+        except Exception:  # noqa: BLE001 - tick it regularly rather than lose it
+            log.exception("%s: next due time failed", agent.id)
+            due = None
+        due = now + self.tick_s if due is None else max(due, now + self.MIN_GAP_S)
+        if due < self._due[i]:
+            self._due[i] = due
+            heapq.heappush(self._heap, (due, i))
+
+    def _tick_due(self, now: float) -> None:
+        """Tick the agents whose due time has come (at most 2 * batch; the rest in the next iteration)."""
+        heap, dues, agents = self._heap, self._due, self.agents
+        budget = 2 * self.batch
+        while heap and heap[0][0] <= now and budget:
+            due, i = heapq.heappop(heap)
+            if due != dues[i]:
+                continue  # superseded by an earlier entry, already handled
+            dues[i] = math.inf
+            a = agents[i]
+            try:
+                real = a.next_due()
+            except Exception:  # noqa: BLE001
+                real = None
+            if real is not None and real > now:  # moved later meanwhile (lease renewed, messages received)
+                self._schedule(a, now)
+                continue
+            budget -= 1
+            self.ticks += 1
+            try:
+                a.tick(now)
+            except Exception:  # noqa: BLE001 - one agent's bug must not stop the others
+                log.exception("%s: agent tick failed", a.id)
+            self._schedule(a, now)
+
     def run(self, stop: threading.Event, until: float | None = None) -> None:
         if self._sel is None:
             self.start()
-        # every agent is ticked once per tick_s, a slice at a time, so that messages never wait for a whole round
+        # every socket is looked at once per sweep_s, a slice at a time (bounds a lost wake-up)
         n = len(self.agents)
         slices = max(1, min(n, 10))
         per = -(-n // slices)
-        slice_s = self.tick_s / slices
+        slice_s = self.sweep_s / slices
         idx = rounds = 0
         next_slice = 0.0
+        heap = self._heap
         while not stop.is_set() and (until is None or time.monotonic() < until):
-            self.poll_once(0.0 if self._more else max(0.0, next_slice - time.monotonic()))
+            if self._more:
+                timeout = 0.0
+            else:
+                wake = min(next_slice, heap[0][0]) if heap else next_slice
+                timeout = max(0.0, wake - time.monotonic())
+            self.poll_once(timeout)
             now = time.monotonic()
+            if heap and heap[0][0] <= now:
+                self._tick_due(now)
             if now >= next_slice:
-                drain_monitors = rounds % 5 == 0  # monitors wake the selector; this only bounds a lost wake-up
+                drain_monitors = rounds % 2 == 0  # monitors wake the selector; this only bounds a lost wake-up
                 for a in self.agents[idx: idx + per]:
                     try:
                         if drain_monitors:
                             a.monitor.drain()
-                        if a.on_readable():
-                            self._more.append(a)
+                        sock = a.sock
+                        if sock is not None and sock.get(EVENTS) & POLLIN:
+                            if a.on_readable():
+                                self._more.append(a)
+                            self._schedule(a, now)
                     except Exception:  # noqa: BLE001 - one agent's bug must not stop the others
                         log.exception("%s: agent failed", a.id)
-                    try:
-                        a.tick(now)
-                    except Exception:  # noqa: BLE001
-                        log.exception("%s: agent tick failed", a.id)
                 idx = 0 if idx + per >= n else idx + per
                 rounds += idx == 0
                 next_slice = now + slice_s
@@ -135,10 +201,12 @@ class AgentHost:
         todo = list(dict.fromkeys(more + ready))  # those left over from the last iteration first
         if len(todo) > self.batch:
             todo, self._more = todo[: self.batch], todo[self.batch:]
+        now = time.monotonic()
         for agent in todo:
             try:
                 if agent.on_readable():
                     self._more.append(agent)
+                self._schedule(agent, now)
             except Exception:  # noqa: BLE001 - log and keep serving the other controllers
                 log.exception("%s: message handling failed", agent.id)
 

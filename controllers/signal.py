@@ -240,6 +240,25 @@ class PlanRunner:
         self.key = key
         self._pending = None
 
+    def next_switch_s(self) -> int | None:
+        """A lower bound of the signal time of the next switch to the pending plan: the end of the running plan's next
+        green phase, not before the activation point; None with nothing pending (or no green phase to leave). Between
+        now and then :meth:`step` cannot switch, so a caller may skip those seconds and :meth:`advance_to` later."""
+        pend = self._pending
+        if pend is None:
+            return None
+        durations = self._durations
+        n = len(durations)
+        k = self.phase
+        t = self.t_s + durations[k] - self.elapsed_s
+        phases = self.plan.phases
+        for _ in range(n):
+            if _is_green(phases[k]):
+                return max(t, pend.not_before_s)
+            k = (k + 1) % n
+            t += durations[k]
+        return None
+
     def reachable(self, plan: SignalPlan) -> tuple[int, int] | None:
         """Some safe (exit, entry) pair from the running plan into ``plan``, or None."""
         return find_transition(self.plan, plan, self.spec, cache=self.cache)

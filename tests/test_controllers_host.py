@@ -1,10 +1,16 @@
-"""AgentHost under bounded batches, and the GC settings of service processes."""
+"""AgentHost: bounded batches, ticks only when something is due, the sweep for lost wake-ups, GC settings."""
 
 from __future__ import annotations
 
 import gc
+import time
 
-from controllers.host import SERVICE_GC_THRESHOLDS, quiet_gc
+import zmq
+
+from controllers.agent import FALLBACK_KEY, DayClock
+from controllers.config import spec_from_fallback
+from controllers.host import SERVICE_GC_THRESHOLDS, AgentHost, quiet_gc
+from controllers.signal import PlanRunner
 from tests.test_controllers_support import Harness, four_phase, wait_for
 
 
@@ -37,3 +43,138 @@ def test_quiet_gc_freezes_and_raises_the_full_collection_threshold():
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+# ---------------------------------------------------------------------------------------------- ticks when due
+def test_next_switch_is_a_lower_bound_of_the_switch_time():
+    """Stepping second by second, no switch ever comes before what next_switch_s() said, whatever the activation, and
+    the switch comes exactly at one of the times it names."""
+    spec = spec_from_fallback(four_phase("s", 20, 20))
+    cases = [(four_phase("s", 20, 20), four_phase("s", 30, 12, 7), "asap", 0),
+             (four_phase("s", 25, 18, 3), four_phase("s", 15, 30, 11), "next_cycle", 0),
+             (four_phase("s", 20, 20), four_phase("s", 22, 22, 40), "at", 137),
+             (four_phase("s", 12, 40, 5), four_phase("s", 20, 20), "asap", 0)]
+    for old, new, kind, at_s in cases:
+        for t0 in range(0, 60, 7):
+            for lead in (0, 3, 11, 50):  # the runner has run a while before the request
+                r = PlanRunner(old, spec, t0)
+                r.advance_to(t0 + lead)
+                r.request(new, key="new", activation=kind, at_s=at_s)
+                bounds = []
+                switched = None
+                for _ in range(400):
+                    bound = r.next_switch_s()
+                    assert bound is not None and bound > r.t_s
+                    bounds.append(bound)
+                    sw = r.step()
+                    if sw is not None:
+                        switched = sw.t_s
+                        break
+                assert switched is not None, (kind, t0, lead)
+                assert all(switched >= b for b in bounds)  # never earlier than said at any second before
+                assert bounds[-1] == switched  # and said exactly, the second before
+                assert r.next_switch_s() is None  # nothing pending any more
+
+
+def test_runner_skipping_to_the_named_time_switches_as_second_by_second():
+    spec = spec_from_fallback(four_phase("s", 20, 20))
+    old, new = four_phase("s", 20, 20), four_phase("s", 30, 12, 7)
+    a, b = PlanRunner(old, spec, 5), PlanRunner(old, spec, 5)
+    for r in (a, b):
+        r.advance_to(17)
+        r.request(new, key="new", activation="asap")
+    sw_a = []
+    while not sw_a:
+        sw_a = a.advance_to(a.next_switch_s())  # only the times a host would wake at
+    sw_b = []
+    while not sw_b:
+        sw_b = [s for s in [b.step()] if s is not None]
+    assert sw_a == sw_b and a.t_s == b.t_s
+
+
+def test_day_clock_says_when_its_seconds_begin():
+    c = DayClock(25.0, start_s=100.0)
+    at = c.monotonic_at(130.0)
+    assert abs(at - (time.monotonic() + 30.0 / 25.0)) < 0.05
+    time.sleep(max(0.0, at - time.monotonic()) + 0.002)
+    assert c() >= 130.0
+
+
+def test_an_idle_host_ticks_only_when_something_is_due(tmp_path):
+    ids = tuple(f"c{i}" for i in range(8))
+    with Harness(tmp_path, ids) as h:
+        h.start_engine()
+        h.start_agents()  # tick_s 0.01: the old host ticked every agent 100 times a second
+        wait_for(lambda: all(a.engine_epoch for a in h.agents.values()), 5, what="WELCOME")
+        t0, ticks0 = time.monotonic(), h.host.ticks
+        time.sleep(1.5)
+        ticks = h.host.ticks - ticks0
+        wall = time.monotonic() - t0
+        # fallback mode, nothing pending, pings every 0.2 s: only the 1 s STATUS is due (about 1.5 per agent)
+        assert ticks <= 4 * len(ids) * wall, ticks
+        assert all(a.mode == "fallback" for a in h.agents.values())
+
+
+def test_a_plan_is_applied_and_the_lease_expires_on_time_with_ticks_when_due(tmp_path):
+    with Harness(tmp_path, ("c1",), lease_s=1.0) as h:
+        h.start_engine()
+        h.start_agents()
+        a = h.agents["c1"]
+        wait_for(lambda: a.engine_epoch, 5, what="WELCOME")
+        (ref,) = h.publish(four_phase("c1", 30, 15))
+        wait_for(lambda: a.running_ref == ref, 8, what="plan applied")
+        late: list[float] = []
+        expire = a._expire_lease
+
+        def timed_expire() -> None:
+            late.append(time.monotonic() - a._lease_deadline)
+            expire()
+
+        a._expire_lease = timed_expire
+        h.stop_engine()  # silence: no PLAN, no PING
+        wait_for(lambda: a.mode == "fallback", 5, what="lease expiry")
+        wait_for(lambda: a.runner.key == FALLBACK_KEY, 8, what="fallback plan running")
+        assert len(late) == 1 and 0.0 <= late[0] < 0.25, late  # the deadline is a due time (the old host: a tick)
+        # the switch back was made at a safe point: the fallback runs from the end of a green of the central plan
+        assert a.applied_log == [(ref, a.applied_log[0][1])]
+
+
+def test_a_lost_wake_up_is_bounded_by_the_sweep(tmp_path):
+    """With the DEALER's file descriptor out of the selector (every wake-up lost), the periodic sweep still reads the
+    socket: plans are accepted and applied, within a few sweeps."""
+    def deaf(host: AgentHost) -> None:
+        for a in host.agents:
+            host._sel.unregister(a.sock.getsockopt(zmq.FD))
+
+    with Harness(tmp_path, ("c1",)) as h:
+        h.start_engine()
+        h.start_agents(before_run=deaf, sweep_s=0.2)
+        a = h.agents["c1"]
+        wait_for(lambda: a.engine_epoch, 5, what="WELCOME via the sweep")
+        t0 = time.monotonic()
+        (ref,) = h.publish(four_phase("c1", 30, 15))
+        wait_for(lambda: h.summary("c1").get("status") in ("accepted", "applied"), 5, what="ACK accepted")
+        assert time.monotonic() - t0 < 0.2 + 0.5  # one sweep, plus the engine's commit and the test's polling
+        wait_for(lambda: a.running_ref == ref, 8, what="plan applied")
+
+
+def test_agents_with_a_clock_of_unknown_pace_are_ticked_every_tick_s(tmp_path):
+    class Clock:  # no monotonic_at: the host cannot know when its seconds begin
+        def __init__(self) -> None:
+            self.t0 = time.monotonic()
+
+        def __call__(self) -> float:
+            return (time.monotonic() - self.t0) * 50.0
+
+    with Harness(tmp_path, ("c1",)) as h:
+        h.start_engine()
+        cfg = h.agent_config("c1", clock=Clock())
+        h.start_agents([cfg], tick_s=0.02)
+        a = h.agents["c1"]
+        assert a.next_due() is None
+        wait_for(lambda: a.engine_epoch, 5, what="WELCOME")
+        (ref,) = h.publish(four_phase("c1", 30, 15))
+        wait_for(lambda: a.running_ref == ref, 8, what="plan applied")
+        t = a.runner.t_s
+        time.sleep(0.3)
+        assert a.runner.t_s >= t + 10  # advanced by ticks alone (50 signal s per second)

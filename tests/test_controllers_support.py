@@ -139,13 +139,18 @@ class Harness:
         kw.update(overrides)
         return AgentConfig(**kw)
 
-    def start_agents(self, configs: list[AgentConfig] | None = None, **host_kw) -> dict[str, ControllerAgent]:
+    def start_agents(self, configs: list[AgentConfig] | None = None, *,
+                     before_run: Callable[[AgentHost], None] | None = None, **host_kw) -> dict[str, ControllerAgent]:
+        """Agents in one AgentHost on a thread; ``before_run(host)`` is called after the host's start()."""
         configs = configs if configs is not None else [self.agent_config(cid) for cid in self.ids]
         self.db = StateDB(self.root / "ctl-state" / f"host-{len(configs)}-{time.monotonic_ns()}.sqlite")
         agents = [ControllerAgent(cfg, self.agent_ctx, db=self.db) for cfg in configs]
         self.agents = {a.id: a for a in agents}
-        self.host = AgentHost(agents, tick_s=0.01, db=self.db, **host_kw)
+        host_kw.setdefault("tick_s", 0.01)
+        self.host = AgentHost(agents, db=self.db, **host_kw)
         self.host.start()
+        if before_run is not None:
+            before_run(self.host)
         self._host_stop = threading.Event()
         self._host_thread = threading.Thread(target=self.host.run, args=(self._host_stop,), daemon=True)
         self._host_thread.start()
