@@ -168,7 +168,7 @@ def _pct(xs: list[float], q: float) -> float:
 
 def run(smoke: bool = False, n: int | None = None, procs: int | None = None,
         paced_rates: tuple[float, ...] | None = None, phase_s: float | None = None, fsync: bool = True,
-        scale: float = 25.0, variants: int = 0) -> dict:
+        scale: float = 25.0, variants: int = 0, idle_s: float | None = None) -> dict:
     import zmq
 
     from controllers.engine import Engine, EngineConfig
@@ -221,6 +221,17 @@ def run(smoke: bool = False, n: int | None = None, procs: int | None = None,
                 raise RuntimeError(f"only {sum(1 for p in engine.peers.values() if p.mode)} of {n} connected")
         t_connect = time.perf_counter() - t0
         quiet_gc()  # as an engine service would once its controllers are known: fewer, shorter full collections
+
+        # --- idle: what the connected controllers cost with no plans coming (ticks, heartbeats, socket sweeps)
+        idle_s = idle_s or (1.0 if smoke else 3.0)
+        idle_cpu0, idle_engine0 = _children_cpu_s([p.pid for p in workers]), time.process_time()
+        idle_t0 = time.perf_counter()
+        while time.perf_counter() - idle_t0 < idle_s:
+            engine.poll_once(0.01)
+        idle_wall = time.perf_counter() - idle_t0
+        idle_cpu1 = _children_cpu_s([p.pid for p in workers])
+        idle_engine_cores = (time.process_time() - idle_engine0) / idle_wall
+        idle_agents_cores = None if idle_cpu0 is None or idle_cpu1 is None else (idle_cpu1 - idle_cpu0) / idle_wall
 
         # --- paced phases: plans offered evenly at a fixed rate (at most one in flight per controller)
         def loop_for(seconds: float, rate: float | None) -> tuple[int, float]:
@@ -322,6 +333,8 @@ def run(smoke: bool = False, n: int | None = None, procs: int | None = None,
             round(1000 * agents_cpu_sat / max(sat_acked, 1), 3),
             "cpu_cores_busy_at_saturation": None if agents_cpu_sat is None else
             round((engine_cpu_sat + agents_cpu_sat) / sat_wall, 2),
+            "idle_agents_cpu_cores": None if idle_agents_cores is None else round(idle_agents_cores, 3),
+            "idle_engine_cpu_cores": round(idle_engine_cores, 3),
             "agents_cpu_s_total": round(agents_cpu_s, 1),
             "agents_cpu_ms_per_acked_plan_incl_idle": round(1000 * agents_cpu_s / max(driver.acked, 1), 3),
             "plans_issued": driver.issued, "plans_issued_in_store": issued_store,
@@ -372,7 +385,8 @@ def markdown(out: dict, command: str) -> str:
     lines += ["", "CPU per acknowledged plan at saturation: engine process "
               f"{out['engine_cpu_ms_per_plan_at_saturation']} ms, agent processes "
               f"{out['agents_cpu_ms_per_plan_at_saturation']} ms; CPU cores busy (these processes): "
-              f"{out['cpu_cores_busy_at_saturation']}.",
+              f"{out['cpu_cores_busy_at_saturation']}. Idle (connected, no plans): agent processes "
+              f"{out.get('idle_agents_cpu_cores')} cores, engine process {out.get('idle_engine_cpu_cores')} cores.",
               f"Plans issued {out['plans_issued']} (in the engine's store {out['plans_issued_in_store']}), "
               f"acknowledged {out['plans_acked']}, rejected {out['plans_rejected']}, **lost (never acknowledged) "
               f"{out['plans_lost_unacked']}**, applied {out['plans_applied']}, **applied twice "
