@@ -10,8 +10,10 @@ level of permissive ('g') greens, Robertson's dispersion, and a base time loss p
    ``engine.safety.check_plan``);
 2. run every plan set in SUMO with S seeds (:func:`measure`) and take the mean time loss per vehicle (tripinfo,
    unfinished trips included);
-3. fit the constants (Nelder-Mead within bounds, :func:`fit`) to minimise the mean absolute percentage error of
-   the model's mean delay per vehicle against SUMO's time loss.
+3. fit the constants (bounded least squares on the relative error, :func:`fit`) of the model's delay per vehicle
+   inside the network (``Evaluation.network_delay_s``: vehicles held outside a full entry approach count from when
+   they enter, as SUMO's time loss counts them; their wait outside is SUMO's departure delay) against SUMO's mean
+   time loss.
 
 The result is a JSON file (schema ``gronvag.model-params/1``: the constants, the fit before and after, and what it
 was calibrated on) that ``gronvag predict --params`` and ``gronvag optimise --params`` read. Calibrate on plans
@@ -133,6 +135,44 @@ def shared_lanes_by_demand(comp, params=None):
     return replace(comp, net=calibrated_network(comp.net, comp.demand)), replace(params, lane_split="compiled")
 
 
+_STRETCHES: dict[tuple[str, int], dict[str, int]] = {}
+
+
+def approach_stretches(comp) -> dict[str, int]:
+    """Edge id -> approach index: every approach edge, and every edge that leads into exactly one approach edge
+    without a signal in between (a turn pocket's upstream section, a link broken by a bus stop or a priority
+    junction). A queue that outgrows its approach edge backs up onto these; a signal's time loss counted on its
+    approach edges alone would miss it. Edges that lead to several approaches (a fork) are left out."""
+    import sumolib
+
+    key = (str(comp.scenario.net_file), id(comp.net))
+    if key in _STRETCHES:
+        return _STRETCHES[key]
+    net = comp.net
+    sn = sumolib.net.readNet(str(comp.scenario.net_file), withInternal=False)
+    tls_nodes = {n.getID() for n in sn.getNodes() if n.getType() == "traffic_light"}
+    out = {e: a for a, e in enumerate(net.appr_edge)}
+    for a, e in enumerate(net.appr_edge):
+        if not sn.hasEdge(e):
+            continue
+        frontier = [sn.getEdge(e)]
+        seen = {e}
+        while frontier:
+            cur = frontier.pop()
+            node = cur.getFromNode()
+            if node.getID() in tls_nodes:
+                continue
+            for up in cur.getIncoming():
+                succ = {x.getID() for x in up.getOutgoing() if x.getToNode() != up.getFromNode()}
+                if up.getID() in seen or up.getID() in out or succ != {cur.getID()}:
+                    continue
+                seen.add(up.getID())
+                out[up.getID()] = a
+                frontier.append(up)
+    _STRETCHES[key] = out
+    return out
+
+
 def measure_one(comp, planset, seed: int, workdir: Path, protocol: str = "default") -> dict:
     """One SUMO run of ``planset`` (SUMO's binary in a subprocess; ``protocol`` as in sim.harness.RunConfig):
     mean time loss of the vehicles that departed, the benchmark delay with the exact never-departed set (SUMO
@@ -166,8 +206,8 @@ def measure_one(comp, planset, seed: int, workdir: Path, protocol: str = "defaul
             edge_loss[el.get("id")] = float(el.get("timeLoss", 0.0))
     net = comp.net
     sig = np.zeros(net.n_signals)
-    for a in range(net.n_approaches):
-        sig[net.appr_signal[a]] += edge_loss.get(net.appr_edge[a], 0.0)
+    for edge, a in approach_stretches(comp).items():
+        sig[net.appr_signal[a]] += edge_loss.get(edge, 0.0)
     return {"mean_time_loss_s": float(np.nanmean(loss)) if loss.size else 0.0,
             "benchmark_delay_s": float(bench_delay), "never_departed": int(n_never), "n": int(loss.size),
             "signal_time_loss_h": (sig / 3600).tolist()}
@@ -202,10 +242,11 @@ def with_values(params, values: dict):
 
 
 def predict(comp, plansets, params, model: str = "cyclic") -> np.ndarray:
-    """The model's mean delay per vehicle (K,) of each plan set."""
+    """The model's delay per vehicle inside the network (K,) of each plan set: the figure SUMO's time loss measures
+    (``Evaluation.network_delay_s``)."""
     from models.evaluate import MODELS
 
-    return np.array([MODELS[model](comp.net, comp.demand, ps, params).mean_delay_s for ps in plansets])
+    return np.array([MODELS[model](comp.net, comp.demand, ps, params).network_delay_s for ps in plansets])
 
 
 def fit(comp, plansets, target_s, base, model: str = "cyclic", names=FITTED, max_evals: int = 200):

@@ -222,3 +222,37 @@ def test_queue_storage_is_the_whole_stretch_between_stop_lines():
         assert stor[a] == pytest.approx(base[a] / net.appr_length_m[a] * dist)
     entries = [a for a in range(net.n_approaches) if a not in fed]
     assert all(stor[a] == base[a] for a in entries)
+
+
+def test_network_delay_is_the_mean_delay_when_nothing_waits_outside(grid):
+    for fn in MODELS.values():
+        ev = fn(grid.net, grid.demand, None, ModelParams())
+        assert ev.max_dos < 1.0
+        assert ev.network_delay_s == pytest.approx(ev.mean_delay_s, rel=1e-9)
+
+
+@pytest.mark.parametrize("scale", [0.6, 0.4])
+def test_network_delay_leaves_out_the_wait_outside_full_entries(grid, scale):
+    """Saturation flows cut so that the grid's entry approaches overflow: vehicles queue outside the network (SUMO
+    books that wait as departure delay, not time loss). Both models split the delay into inside and outside; the
+    time-stepped queue model's entry backlog and the cyclic model's closed form agree on how many vehicles are still
+    outside at the end of the hour, and the inside delay is the total less the outside part, per vehicle that
+    entered."""
+    p = ModelParams(sat_flow_scale=scale, stop_penalty=False, base_loss_s=4.0)
+    cyc = evaluate_cyclic(grid.net, grid.demand, None, p)
+    que = evaluate_queue(grid.net, grid.demand, None, p)
+    for ev in (cyc, que):
+        assert ev.max_dos > 1.05
+        assert 4.0 < ev.network_delay_s < ev.mean_delay_s
+    held_q = que.extra["residual_backlog_veh"]
+    held_c = cyc.extra["held_outside_veh"]
+    assert held_q > 100
+    assert held_c == pytest.approx(held_q, rel=0.2)
+    # the queue model's decomposition: inside delay per entered vehicle + outside wait = total
+    x = que.extra
+    inside_h = (que.network_delay_s - 4.0) * x["entered_veh"] / 3600
+    assert inside_h + x["backlog_delay_veh_h"] + 4.0 * que.vehicles / 3600 == pytest.approx(que.total_delay_veh_h,
+                                                                                            rel=1e-9)
+    inside_h = (cyc.network_delay_s - 4.0) * (cyc.vehicles - held_c) / 3600
+    assert inside_h + cyc.extra["held_outside_delay_veh_h"] + 4.0 * cyc.vehicles / 3600 == pytest.approx(
+        cyc.total_delay_veh_h, rel=1e-9)
