@@ -110,6 +110,20 @@ def hcm_incremental_delay(dos, capacity_veh_h, period_h, k_i: float = 0.5) -> np
     return np.where(x > 0, d2, 0.0)
 
 
+def random_delay(dos, capacity_veh_h, period_h, k_i: float = 0.5) -> np.ndarray:
+    """The random part of the HCM incremental delay, s/veh: d2 less its deterministic oversaturation asymptote
+    1800 T (X - 1) (the delay of a queue growing at q - c over T, counted until it has cleared).
+
+    A model that steps the deterministic queue itself (the time-varying queue model) already has the oversaturation
+    part; this adds what random arrivals cost on top: HCM d2 for X <= 1, 900 sqrt(8 kI T / c) at X = 1, falling
+    towards 3600 kI / c as X grows. Zero X gives 0.
+    """
+    x = np.asarray(dos, dtype=np.float64)
+    t = np.asarray(period_h, dtype=np.float64)
+    return np.maximum(hcm_incremental_delay(x, capacity_veh_h, period_h, k_i) - 1800.0 * t * np.maximum(x - 1.0, 0.0),
+                      0.0)
+
+
 def hcm_delay(cycle_s, green_s, flow_veh_h, sat_flow_veh_h, period_h, *, progression_factor=1.0, k_i=0.5):
     """HCM control delay without initial queue: d = d1 PF + d2, s/veh."""
     x = degree_of_saturation(flow_veh_h, sat_flow_veh_h, green_s, cycle_s)

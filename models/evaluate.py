@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from models import cyclic, queue
+from models.closed_form import random_delay
 from models.demand import Demand
 from models.network import Network
 from models.plans import LevelParams, Template, build_template, windows_to_levels
@@ -54,6 +55,10 @@ class ModelParams:
     overflow_ki: k I of the HCM incremental delay. min_capacity_veh_h: capacity floor for X and d2.
     max_sweeps, tol_veh: cyclic-model convergence. max_period_s: longest common period (LCM of cycles).
     queue_storage: finite approach storage (spillback) in the queue model; queue_travel_factor scales travel times.
+    queue_random_delay: the queue model adds to each movement's deterministic delay the random part of the HCM
+        incremental delay at its degree of saturation (models.closed_form.random_delay, k I = overflow_ki): the
+        queue model steps the mean arrivals, so without it a movement just below capacity has no queue left at the
+        end of green, and just above it no more than the deterministic overflow.
     overflow_in_window: the cyclic model's overflow delay counts only what is incurred within the demand window (as
         a simulation over the window measures it) instead of HCM's delay until the overflow queue has cleared.
     accel_m_s2, decel_m_s2: every stop costs v/2 (1/a + 1/b) s of extra time at the approach speed v (SUMO's
@@ -77,6 +82,7 @@ class ModelParams:
     max_period_s: int = 3600
     queue_storage: bool = True
     queue_travel_factor: float = 1.0
+    queue_random_delay: bool = True
     overflow_in_window: bool = True
     stop_penalty: bool = True
     accel_m_s2: float = 2.6
@@ -521,13 +527,18 @@ def evaluate_queue(net: Network, demand: Demand, plans: Any = None, params: Mode
         stops = np.where(kpi.arrivals_veh > 0, kpi.stops_veh / kpi.arrivals_veh, 0.0)
         stop_pen = stops * ctx.stop_penalty_s
         delay = np.where(kpi.arrivals_veh > 0, kpi.delay_veh_s / kpi.arrivals_veh, 0.0) + stop_pen
+    rand = np.zeros_like(delay)
+    if ctx.params.queue_random_delay:
+        rand = random_delay(dos, np.maximum(cap, ctx.params.min_capacity_veh_h), window_h, ctx.params.overflow_ki)
+        delay = delay + rand
     vehicles = float(kpi.entered_veh.sum() + state.backlog_veh.sum())
     extra = {"window_h": window_h, "period_s": int(cp.period_s[0]), "stretched_cycles": bool(scaled[0]),
              "base_loss_veh_h": ctx.params.base_loss_s * vehicles / 3600.0, "mov_stop_penalty_s": stop_pen,
              "backlog_delay_veh_h": float(kpi.backlog_delay_veh_s.sum() / 3600.0),
              "residual_queue_veh": float(state.queue_veh.sum()), "residual_backlog_veh": float(state.backlog_veh.sum()),
              "in_transit_veh": float(state.transit_veh.sum()), "blocked_s": kpi.blocked_s,
-             "entered_veh": float(kpi.entered_veh.sum()), "exited_veh": float(kpi.exited_veh.sum())}
+             "entered_veh": float(kpi.entered_veh.sum()), "exited_veh": float(kpi.exited_veh.sum()),
+             "mov_random_delay_s": rand}
     ev = _aggregate(net, "queue", flow, cap, dos, delay, stops, kpi.max_queue_veh, vehicles, extra)
     # the entry backlog is delay too (vehicles waiting to enter a full approach): count it in the network mean
     total = ev.total_delay_veh_h + extra["backlog_delay_veh_h"]

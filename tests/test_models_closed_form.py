@@ -68,3 +68,21 @@ def test_uniform_stop_rate():
     assert cf.uniform_stop_rate(60, 30, 360, 1800) == pytest.approx(0.5 / 0.8)
     assert cf.uniform_stop_rate(60, 30, 1900, 1800) == 1.0
     assert cf.uniform_stop_rate(60, 60, 100, 1800) == 0.0
+
+
+def test_random_delay_is_d2_less_its_deterministic_asymptote():
+    c, t = 900.0, 1.0
+    x = np.array([0.0, 0.5, 0.9, 1.0, 1.2, 2.0, 10.0])
+    r = cf.random_delay(x, c, t, 0.5)
+    d2 = cf.hcm_incremental_delay(x, c, t, 0.5)
+    # below and at capacity all of d2 is random delay
+    np.testing.assert_allclose(r[:4], d2[:4])
+    assert r[0] == 0.0
+    # at X = 1: 900 sqrt(8 kI T / c)
+    assert r[3] == pytest.approx(900.0 * np.sqrt(8 * 0.5 * t / c))
+    # above: d2 - 1800 T (X - 1), falling towards 3600 kI / c (the queue model steps the deterministic part itself)
+    np.testing.assert_allclose(r[4:], d2[4:] - 1800.0 * t * (x[4:] - 1.0))
+    assert np.all(np.diff(r[3:]) < 0)
+    np.testing.assert_allclose(r[4:], 3600 * 0.5 / c * x[4:] / (x[4:] - 1), rtol=0.15)
+    assert cf.random_delay(1e4, c, t, 0.5) == pytest.approx(3600 * 0.5 / c, rel=1e-3)
+    assert np.all(cf.random_delay(x, c, t, 0.0) == 0.0)

@@ -139,7 +139,7 @@ def test_planset_of_the_own_programs_gives_the_same_arrays(grid):
 def test_both_models_share_one_signature_and_agree_roughly_when_undersaturated(grid):
     sigs = {name: inspect.signature(fn) for name, fn in MODELS.items()}
     assert len({tuple(s.parameters) for s in sigs.values()}) == 1
-    no_pen = ModelParams(stop_penalty=False, queue_storage=False)
+    no_pen = ModelParams(stop_penalty=False, queue_storage=False, queue_random_delay=False)
     ev = {name: fn(grid.net, grid.demand, None, no_pen) for name, fn in MODELS.items()}
     for e in ev.values():
         assert isinstance(e, Evaluation)
@@ -256,3 +256,15 @@ def test_network_delay_leaves_out_the_wait_outside_full_entries(grid, scale):
     inside_h = (cyc.network_delay_s - 4.0) * (cyc.vehicles - held_c) / 3600
     assert inside_h + cyc.extra["held_outside_delay_veh_h"] + 4.0 * cyc.vehicles / 3600 == pytest.approx(
         cyc.total_delay_veh_h, rel=1e-9)
+
+
+def test_queue_model_adds_the_random_delay_of_each_movement(grid):
+    from models.closed_form import random_delay
+
+    plain = evaluate_queue(grid.net, grid.demand, None, ModelParams(queue_random_delay=False))
+    with_r = evaluate_queue(grid.net, grid.demand, None, ModelParams())
+    want = random_delay(plain.mov_dos, np.maximum(plain.mov_capacity_veh_h, 1.0), plain.extra["window_h"], 0.5)
+    assert np.all(want >= 0) and want.max() > 1.0
+    np.testing.assert_allclose(with_r.mov_delay_s - plain.mov_delay_s, want, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(with_r.extra["mov_random_delay_s"], want, rtol=1e-9, atol=1e-12)
+    assert with_r.mean_delay_s > plain.mean_delay_s
