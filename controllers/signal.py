@@ -241,23 +241,32 @@ class PlanRunner:
         self._pending = None
 
     def next_switch_s(self) -> int | None:
-        """A lower bound of the signal time of the next switch to the pending plan: the end of the running plan's next
-        green phase, not before the activation point; None with nothing pending (or no green phase to leave). Between
-        now and then :meth:`step` cannot switch, so a caller may skip those seconds and :meth:`advance_to` later."""
+        """The signal time of the next switch to the pending plan if a safe entry exists then, else a lower bound of it:
+        the first end of a green phase of the running plan at which :meth:`step` checks entries (at or after the
+        activation point, after a full cycle of the running plan, past the end of the cycle for ``next_cycle``); None
+        with nothing pending (or no green phase to leave). Until then :meth:`step` cannot switch, so a caller may skip
+        those seconds and :meth:`advance_to` later."""
         pend = self._pending
         if pend is None:
             return None
         durations = self._durations
         n = len(durations)
+        phases = self.plan.phases
+        # at the end of phase k (time t) step() tries entries iff the cycle wait is over, t >= not_before and
+        # dwell(t) = dwell + (t - t_s) >= cycle, and phase k is green
+        need = max(pend.not_before_s, self.t_s + self.plan.cycle_s - self._dwell_s)
+        wait_cycle = pend.wait_cycle
         k = self.phase
         t = self.t_s + durations[k] - self.elapsed_s
-        phases = self.plan.phases
-        for _ in range(n):
-            if _is_green(phases[k]):
-                return max(t, pend.not_before_s)
+        for _ in range(3 * n):  # enough for a cycle's wait plus a full cycle
+            if wait_cycle and k == n - 1:
+                wait_cycle = False
+            if not wait_cycle and t >= need and _is_green(phases[k]):
+                return t
             k = (k + 1) % n
             t += durations[k]
-        return None
+        # no green end qualifies within those cycles (an activation point further ahead): a lower bound
+        return max(t - durations[k], need) if any(_is_green(p) for p in phases) else None
 
     def reachable(self, plan: SignalPlan) -> tuple[int, int] | None:
         """Some safe (exit, entry) pair from the running plan into ``plan``, or None."""
