@@ -437,7 +437,7 @@ class ControllerAgent:
             self.store.save(st)
             self._ack(msg, "rejected", reason)
             return
-        if st.accepted_status == "accepted":
+        if st.accepted_status == "accepted" and log.isEnabledFor(logging.DEBUG):
             # a plan accepted but not yet applied is replaced: it will never run. No message of its own: this ACK's
             # last_accepted tells the engine (which only ever waits for its latest plan)
             log.debug("%s: pending plan %s superseded by %s before it was applied", self.id,
@@ -450,7 +450,8 @@ class ControllerAgent:
         self._lease_deadline = time.monotonic() + msg.lease_s
         self.store.save(st)  # durable before ACCEPTED
         self._ack(msg, "accepted")
-        log.debug("%s: accepted PLAN %s (activation %s)", self.id, ref.short(), msg.activation.kind)
+        if log.isEnabledFor(logging.DEBUG):  # (the arguments alone cost a few microseconds per plan)
+            log.debug("%s: accepted PLAN %s (activation %s)", self.id, ref.short(), msg.activation.kind)
         self._request(plan, ref, msg.activation)
         if LEASE_ALARM in self._alarms:
             self._alarm(LEASE_ALARM, False, f"central control restored by plan {ref.short()}")
@@ -487,8 +488,9 @@ class ControllerAgent:
         self.store.save(st)
         self.applied_log.append((ref, t_s))
         self.counts["applied"] = self.counts.get("applied", 0) + 1
-        log.info("%s: applied plan %s at t=%d s%s", self.id, ref.short(), t_s,
-                 " (on start-up, accepted before a restart)" if resumed else "")
+        if log.isEnabledFor(logging.INFO):
+            log.info("%s: applied plan %s at t=%d s%s", self.id, ref.short(), t_s,
+                     " (on start-up, accepted before a restart)" if resumed else "")
         acc = st.accepted
         ack = Ack(msg_id=wire.new_msg_id(), ack_of=acc.msg_id, controller_id=self.id, ref=ref, status="applied",
                   mode=st.mode, last_accepted=ref, running=ref, at_s=float(max(0, t_s)))

@@ -2,8 +2,11 @@
 
 Per controller the engine keeps one *desired plan* with its (epoch, seq, sha256). Rules:
 
-* A new desired plan is committed to the store (SQLite, fsynced) before it is first sent; writes are grouped per loop
-  iteration (one transaction), sends follow the commit.
+* A new desired plan is committed to the store (SQLite, fsynced) before it is first sent; writes are grouped (one
+  transaction for what the loop staged meanwhile), sends follow the commit. With ``commit_thread`` (the default) the
+  loop runs the transaction's statements and a helper thread its COMMIT (the fsync), while the loop goes on receiving
+  (ACKs are not held up behind an fsync); the plans of a group are sent once its commit has returned, and the next
+  group is written after it.
 * Only the latest desired plan is (re)sent, until the controller acknowledges it (accepted / duplicate / rejected),
   with exponential back-off; after ``retry_max_tries`` the engine waits for the controller's next HELLO/PONG/STATUS.
 * On HELLO (and on PONG/STATUS) the controller reports its last accepted plan and its mode: the engine sends the
@@ -20,12 +23,13 @@ through :meth:`Engine.call`.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import random
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +50,7 @@ from controllers.security import (
     load_allow_list,
     send_frames,
 )
-from controllers.store import DesiredRow, EngineStore
+from controllers.store import DesiredRow, EngineStore, StagedGroup
 from controllers.wire import Ack, Activation, PlanMsg, PlanRef, WireError
 from engine.errors import GronvagError
 from engine.plan import SignalPlan, encode_plan
@@ -69,6 +73,7 @@ class EngineConfig:
     lease_s: float = 30.0
     activation: Activation = field(default_factory=Activation)
     max_batch: int = 2000  # messages handled per loop iteration before committing and sending
+    commit_thread: bool = True  # commit (fsync) the store on a helper thread: the loop is not blocked by the fsync
     hwm: int = 10000
     meta: dict[str, str] = field(default_factory=dict)  # recorded in the store (scenario, plan file)
 
@@ -120,6 +125,10 @@ class Engine:
         for cid, row in self.store.load_desired().items():
             self.peers[cid] = Peer(cid, desired=row)
         self._to_send: set[str] = set()
+        self._committer: ThreadPoolExecutor | None = None
+        self._inflight: Future | None = None  # the group being written by the committer
+        self._inflight_group: StagedGroup | None = None
+        self._wake_r = self._wake_w = -1  # the committer's "done" byte wakes the loop's poller
         self._calls: queue.SimpleQueue[tuple[Callable[[Engine], Any], Future]] = queue.SimpleQueue()
         self._next_ping = 0.0
         self._next_timers = 0.0
@@ -167,6 +176,11 @@ class Engine:
         self._poller = zmq.Poller()
         self._poller.register(s, zmq.POLLIN)
         self._poller.register(self.monitor.sock, zmq.POLLIN)
+        if self.cfg.commit_thread:
+            self._wake_r, self._wake_w = os.pipe()
+            os.set_blocking(self._wake_r, False)
+            self._poller.register(self._wake_r, zmq.POLLIN)
+            self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gronvag-engine-commit")
         log.info("engine listening on %s (CURVE, %d allowed controllers)", self.bound_endpoint, len(allow))
 
     @property
@@ -188,9 +202,19 @@ class Engine:
 
     def close(self) -> None:
         try:
+            if self._inflight is not None:
+                self._inflight.exception()  # wait for it (its plans are not sent any more)
+                self._finish_commit()
             if self.store.dirty:
                 self.store.commit()
         finally:
+            if self._committer is not None:
+                self._committer.shutdown(wait=True)
+                self._committer = None
+            for fd in (self._wake_r, self._wake_w):
+                if fd >= 0:
+                    os.close(fd)
+            self._wake_r = self._wake_w = -1
             if self.sock is not None:
                 self.monitor.close(self.sock)
                 self.sock.close(linger=0)
@@ -263,6 +287,11 @@ class Engine:
     # ------------------------------------------------------------------ loop
     def poll_once(self, timeout_s: float = 0.02) -> None:
         events = dict(self._poller.poll(int(timeout_s * 1000)))
+        if self._wake_r in events:
+            try:
+                os.read(self._wake_r, 4096)
+            except BlockingIOError:
+                pass
         if self.monitor.sock in events:
             self.monitor.drain()
         if self.sock in events:
@@ -294,14 +323,62 @@ class Engine:
         self._flush()
 
     def _flush(self) -> None:
+        """Commit what was staged (on the committer thread, or here), then send the plans whose rows are durable."""
+        if self._inflight is not None:
+            if not self._inflight.done():
+                return  # what is staged meanwhile forms the next group
+            self._finish_commit()
         if self.store.dirty:
-            self.store.commit()
+            group = self.store.take()
+            try:
+                self.store.begin_write(group)  # the statements here (they need the GIL anyway), the fsync elsewhere
+            except BaseException:
+                self.store.restage(group)
+                raise
+            if self._committer is not None:
+                self._inflight_group = group
+                self._inflight = self._committer.submit(self.store.end_write)
+                self._inflight.add_done_callback(self._wake)
+                return
+            try:
+                self.store.end_write()
+            except BaseException:
+                self.store.restage(group)
+                raise
+            self._committed(group)
+        self._send_durable()
+
+    def _wake(self, _fut: Future) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:  # closed, or the pipe is full of wake-ups already
+            pass
+
+    def _finish_commit(self) -> None:
+        fut, group = self._inflight, self._inflight_group
+        self._inflight = self._inflight_group = None
+        try:
+            fut.result()
+        except BaseException:
+            self.store.restage(group)  # nothing of it was sent; written with the next group
+            raise
+        self._committed(group)
+        self._send_durable()
+
+    def _committed(self, group: StagedGroup) -> None:
+        for row in group.rows:
+            peer = self.peers.get(row.controller_id)
+            if peer is not None and peer.desired is row:  # (a newer row staged meanwhile is not durable yet)
+                peer.committed = True
+
+    def _send_durable(self) -> None:
         if self._to_send:
             todo, self._to_send = self._to_send, set()
             for cid in todo:
                 peer = self.peers[cid]
-                peer.committed = True
-                if peer.desired is not None and peer.desired.status == "issued":
+                if not peer.committed:
+                    self._to_send.add(cid)  # its row is in a group being written or still staged
+                elif peer.desired is not None and peer.desired.status == "issued":
                     self._send_plan(peer)
 
     def _timers(self, now: float) -> None:
@@ -541,12 +618,14 @@ class Engine:
             latency = now - peer.first_sent
         if st == "accepted" or (st == "duplicate" and d.status == "issued"):
             self._mark(peer, "accepted")
-            log.debug("%s: plan %s accepted", peer.cid, want.short())
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s: plan %s accepted", peer.cid, want.short())
             if st == "duplicate" and ack.mode == "fallback":
                 self.reissue(peer, "controller is in fallback mode")
         elif st == "applied":
             self._mark(peer, "applied")
-            log.info("%s: plan %s applied", peer.cid, want.short())
+            if log.isEnabledFor(logging.INFO):
+                log.info("%s: plan %s applied", peer.cid, want.short())
         elif st == "rejected":
             self._mark(peer, "rejected", ack.reason)
             log.error("%s: plan %s REJECTED: %s", peer.cid, want.short(), ack.reason)

@@ -2,7 +2,9 @@
 
 Everything the engine sends as a PLAN is committed here first (``synchronous=FULL``: the WAL is fsynced on commit),
 so after a crash the engine knows exactly which (epoch, seq, sha256) it may have sent. Writes are grouped: the engine
-commits once per loop iteration, then sends. One engine per state directory, enforced with an exclusive lock file.
+takes what its loop staged (:meth:`EngineStore.take`), writes it in one transaction (:meth:`EngineStore.write`, which
+may run on another thread while the loop goes on) and sends those plans only once that returned. One engine per state
+directory, enforced with an exclusive lock file.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,8 +51,19 @@ class DesiredRow:
     reason: str = ""
 
 
+@dataclass
+class StagedGroup:
+    """What :meth:`EngineStore.take` took: the desired rows (the engine's live objects), their values as taken, and
+    the status updates (status, reason, controller_id, sha256, epoch, seq)."""
+
+    rows: list[DesiredRow]
+    values: list[tuple]
+    statuses: list[tuple[str, str, str, str, int, int]]
+
+
 class EngineStore:
-    """SQLite store in ``state_dir/engine.sqlite``; not thread-safe: used by the engine loop thread only."""
+    """SQLite store in ``state_dir/engine.sqlite``. Staging is for the engine loop thread only; :meth:`write` may run on
+    one other thread (a lock keeps every use of the connection apart)."""
 
     def __init__(self, state_dir: str | Path):
         self.dir = Path(state_dir)
@@ -72,11 +86,13 @@ class EngineStore:
                         "i.controller_id = issued.controller_id) - ?", (ISSUED_KEPT,))
         self._pending_desired: dict[str, DesiredRow] = {}
         self._pending_status: list[tuple[str, str, str, str, int, int]] = []
+        self._db_lock = threading.Lock()
         self.epoch = 0
 
     def close(self) -> None:
         try:
-            self.db.close()
+            with self._db_lock:
+                self.db.close()
         finally:
             try:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
@@ -85,7 +101,8 @@ class EngineStore:
 
     # ------------------------------------------------------------------ meta
     def get_meta(self, key: str, default: str | None = None) -> str | None:
-        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        with self._db_lock:
+            row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return row[0] if row else default
 
     def begin_epoch(self, meta: dict[str, str] | None = None) -> int:
@@ -129,33 +146,76 @@ class EngineStore:
         """Write everything staged in one transaction (fsynced). Returns the number of new desired plans."""
         if not self.dirty:
             return 0
-        now = time.time()
-        rows = list(self._pending_desired.values())
-        statuses = self._pending_status
-        self.db.execute("BEGIN IMMEDIATE")
+        group = self.take()
         try:
-            self.db.executemany(
-                "INSERT OR REPLACE INTO desired VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                [(r.controller_id, r.epoch, r.seq, r.sha256, r.plan, r.act_kind, r.act_at, r.lease_s, r.status,
-                  r.reason, now) for r in rows])
-            self.db.executemany(
-                "INSERT OR REPLACE INTO issued VALUES (?,?,?,?,?,?,?)",
-                [(r.controller_id, r.epoch, r.seq, r.sha256, now, r.status, r.reason) for r in rows])
+            self.write(group)
+        except BaseException:
+            self.restage(group)
+            raise
+        return len(group.rows)
+
+    def take(self) -> StagedGroup:
+        """Everything staged so far, as one group for :meth:`write` (the rows' values as they are now); staging starts
+        afresh."""
+        rows = list(self._pending_desired.values())
+        group = StagedGroup(rows, [(r.controller_id, r.epoch, r.seq, r.sha256, r.plan, r.act_kind, r.act_at, r.lease_s,
+                                    r.status, r.reason) for r in rows], self._pending_status)
+        self._pending_desired = {}
+        self._pending_status = []
+        return group
+
+    def restage(self, group: StagedGroup) -> None:
+        """Put back a group whose write failed (rows staged since then are newer and win)."""
+        for r in group.rows:
+            self._pending_desired.setdefault(r.controller_id, r)
+        self._pending_status = group.statuses + self._pending_status
+
+    def write(self, group: StagedGroup) -> None:
+        """One transaction (fsynced on commit) with a group from :meth:`take`; on any error it is rolled back and the
+        error raised."""
+        self.begin_write(group)
+        self.end_write()
+
+    def begin_write(self, group: StagedGroup) -> None:
+        """The first part of :meth:`write`: the statements of the transaction, not yet committed. :meth:`end_write`
+        (the commit, i.e. the fsync) must follow and may run on another thread; until it returned the store is not
+        used otherwise (a lock, held from here to there, makes sure of it)."""
+        self._db_lock.acquire()
+        try:
+            now = time.time()
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.executemany("INSERT OR REPLACE INTO desired VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                                [v + (now,) for v in group.values])
+            self.db.executemany("INSERT OR REPLACE INTO issued VALUES (?,?,?,?,?,?,?)",
+                                [(v[0], v[1], v[2], v[3], now, v[8], v[9]) for v in group.values])
             self.db.executemany(
                 "UPDATE desired SET status=?, reason=?, updated=" + repr(now) +
-                " WHERE controller_id=? AND sha256=? AND epoch=? AND seq=?", statuses)
+                " WHERE controller_id=? AND sha256=? AND epoch=? AND seq=?", group.statuses)
             self.db.executemany(
                 "UPDATE issued SET status=?, reason=? WHERE controller_id=? AND sha256=? AND epoch=? AND seq=?",
-                statuses)
+                group.statuses)
+        except BaseException:
+            try:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+            finally:
+                self._db_lock.release()
+            raise
+
+    def end_write(self) -> None:
+        """Commit the transaction :meth:`begin_write` opened (rolled back and the error raised if that fails)."""
+        try:
             self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
             raise
-        self._pending_desired.clear()
-        self._pending_status = []
-        return len(rows)
+        finally:
+            self._db_lock.release()
 
     def issued_count(self, controller_id: str | None = None) -> int:
-        if controller_id is None:
-            return self.db.execute("SELECT COUNT(*) FROM issued").fetchone()[0]
-        return self.db.execute("SELECT COUNT(*) FROM issued WHERE controller_id=?", (controller_id,)).fetchone()[0]
+        with self._db_lock:
+            if controller_id is None:
+                return self.db.execute("SELECT COUNT(*) FROM issued").fetchone()[0]
+            return self.db.execute("SELECT COUNT(*) FROM issued WHERE controller_id=?",
+                                   (controller_id,)).fetchone()[0]

@@ -1,0 +1,100 @@
+"""The engine's store written on a helper thread: plans leave only after their group is durable, the loop keeps
+receiving meanwhile, and a failed write sends nothing and is written again with the next group."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from controllers.engine import Engine, EngineConfig
+from controllers.wire import Activation
+from tests.test_controllers_support import Harness, four_phase, wait_for
+
+
+def test_a_plan_leaves_only_after_its_commit_returned_and_the_loop_goes_on_meanwhile(tmp_path):
+    with Harness(tmp_path, ("c1", "c2")) as h:
+        eng = h.start_engine()
+        h.start_agents()
+        wait_for(lambda: all(a.engine_epoch for a in h.agents.values()), 5, what="WELCOME")
+        gate = threading.Event()
+        begin, end = eng.store.begin_write, eng.store.end_write
+        groups: list[set[str]] = []
+        held: list[int] = []
+
+        def begin_write(group):
+            groups.append({r.controller_id for r in group.rows})
+            begin(group)
+
+        def slow_end_write():  # the COMMIT, on the committer thread
+            if "c1" in groups[-1]:
+                held.append(1)
+                gate.wait(10)
+            end()
+
+        eng.store.begin_write, eng.store.end_write = begin_write, slow_end_write
+        (ref,) = h.publish(four_phase("c1", 30, 15))
+        wait_for(lambda: held, 5, what="the group with c1's plan being written")
+        t0 = time.monotonic()
+        assert h.engine.call(lambda e: e.peers["c1"].committed) is False  # the loop answers while the fsync waits
+        assert time.monotonic() - t0 < 1.0
+        time.sleep(0.5)
+        a = h.agents["c1"]
+        assert a.last_accepted is None and not a.counts.get("accepted")  # not sent before it is durable
+        # meanwhile other plans are staged for the next group; c2's waits for that group (after c1's)
+        (ref2,) = h.publish(four_phase("c2", 18, 28))
+        time.sleep(0.3)
+        assert h.agents["c2"].last_accepted is None
+        gate.set()
+        wait_for(lambda: a.running_ref == ref, 8, what="c1's plan applied")
+        wait_for(lambda: h.agents["c2"].running_ref == ref2, 8, what="c2's plan applied")
+        assert a.counts.get("accepted") == 1
+        assert eng.store.issued_count("c1") == 1 and eng.store.issued_count("c2") == 1
+
+
+def test_a_failed_write_sends_nothing_and_goes_again_with_the_next_group(tmp_path):
+    with Harness(tmp_path, ("c1",)) as h:
+        eng = Engine(EngineConfig(endpoint=h.endpoint, state_dir=tmp_path / "engine-state", keys=h.keys.engine,
+                                  allow_dir=h.keys.allow, heartbeat_s=0.2, offline_after_s=2.0, retry_initial_s=0.2,
+                                  retry_max_s=1.0, lease_s=1.5, activation=Activation(kind="asap")))
+        eng.start()
+        try:
+            h.start_agents()
+            a = h.agents["c1"]
+            deadline = time.monotonic() + 5
+            while not a.engine_epoch and time.monotonic() < deadline:
+                eng.poll_once(0.02)
+            begin, end = eng.store.begin_write, eng.store.end_write
+            fails: list[int] = []
+
+            def begin_write(group):
+                begin(group)
+                if group.rows and not fails:
+                    fails.append(1)  # this group's COMMIT fails
+
+            def failing_end_write():
+                if fails == [1]:
+                    fails.append(2)
+                    eng.store.db.execute("ROLLBACK")  # as a failed COMMIT leaves it
+                    eng.store._db_lock.release()
+                    raise sqlite3.OperationalError("disk I/O error (test)")
+                end()
+
+            eng.store.begin_write, eng.store.end_write = begin_write, failing_end_write
+            (ref,) = eng.publish([four_phase("c1", 30, 15)])
+            with pytest.raises(sqlite3.OperationalError):
+                for _ in range(200):
+                    eng.poll_once(0.02)
+            assert not eng.peers["c1"].committed and eng.store.dirty  # put back, nothing sent
+            time.sleep(0.3)
+            assert a.last_accepted is None
+            deadline = time.monotonic() + 8
+            while a.running_ref != ref and time.monotonic() < deadline:
+                eng.poll_once(0.02)
+            assert a.running_ref == ref and a.counts.get("accepted") == 1
+            assert eng.store.issued_count("c1") == 1
+        finally:
+            h.stop_agents()
+            eng.close()
