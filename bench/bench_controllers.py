@@ -168,7 +168,8 @@ def _pct(xs: list[float], q: float) -> float:
 
 def run(smoke: bool = False, n: int | None = None, procs: int | None = None,
         paced_rates: tuple[float, ...] | None = None, phase_s: float | None = None, fsync: bool = True,
-        scale: float = 25.0, variants: int = 0, idle_s: float | None = None) -> dict:
+        scale: float = 25.0, variants: int = 0, idle_s: float | None = None,
+        engine_commit_thread: bool = True) -> dict:
     import zmq
 
     from controllers.engine import Engine, EngineConfig
@@ -197,7 +198,8 @@ def run(smoke: bool = False, n: int | None = None, procs: int | None = None,
                                      keys=load_keypair(keys_dir / f"{ENGINE_ID}.key_secret"),
                                      allow=load_allow_list(keys_dir), heartbeat_s=5.0, offline_after_s=30.0,
                                      retry_initial_s=5.0, retry_max_s=20.0, lease_s=120.0,
-                                     activation=Activation(kind="asap"), max_batch=5000), context=ctx)
+                                     activation=Activation(kind="asap"), max_batch=5000,
+                                     commit_thread=engine_commit_thread), context=ctx)
         engine.start()
         driver = _Driver(engine, ids, variants)
         engine.on_ack = driver.on_ack
@@ -318,7 +320,8 @@ def run(smoke: bool = False, n: int | None = None, procs: int | None = None,
         out = {
             "controllers": n, "agent_processes": procs, "cpus": os.cpu_count(), "curve": True,
             "controller_fsync": fsync, "plan_variants": variants or "all distinct",
-            "engine_sqlite": "WAL, synchronous=FULL, one commit per loop iteration",
+            "engine_sqlite": "WAL, synchronous=FULL, " + ("group commits on a helper thread" if engine_commit_thread
+                                                          else "one commit per loop iteration"),
             "signal_clock_speedup": scale,
             "keygen_s": round(t_keys, 2), "connect_all_s": round(t_connect, 2),
             **{f"paced_{int(r)}_acked_plans_s": round(v[0], 1) for r, v in paced.items()},
@@ -372,7 +375,8 @@ def markdown(out: dict, command: str) -> str:
     rates = out["paced_rates"]
     lines = [f"### {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: `{command}`", "",
              f"{out['controllers']} controllers in {out['agent_processes']} agent processes, CURVE, controller state "
-             f"fsynced ({out['controller_fsync']}), plans {out['plan_variants']}, {out['phase_s']:g} s per phase, "
+             f"fsynced ({out['controller_fsync']}), engine store {out['engine_sqlite']}, plans {out['plan_variants']}, "
+             f"{out['phase_s']:g} s per phase, "
              f"{out['cpus']} CPUs; load average (1 min) before/after: {out['loadavg_1m_before_after'][0]} / "
              f"{out['loadavg_1m_before_after'][1]}.", "",
              "| offered plans/s | acked plans/s | p50 ms | p99 ms | max ms |", "|---|---|---|---|---|"]
@@ -406,12 +410,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-fsync", action="store_true", help="controller state without fsync")
     ap.add_argument("--variants", type=int, default=0,
                     help="recurring plans: each controller cycles through this many plans (default: all distinct)")
+    ap.add_argument("--engine-commit-inline", action="store_true",
+                    help="the engine commits in its loop (blocking it during the fsync) instead of on a helper thread")
     ap.add_argument("--md", help="append the figures as a markdown section to this file")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     rates = tuple(float(x) for x in args.rates.split(",")) if args.rates else None
     out = run(smoke=args.smoke, n=args.n, procs=args.procs, paced_rates=rates, phase_s=args.seconds,
-              fsync=not args.no_fsync, variants=args.variants)
+              fsync=not args.no_fsync, variants=args.variants, engine_commit_thread=not args.engine_commit_inline)
     if args.md:
         command = " ".join(["python -m bench.bench_controllers", *(argv if argv is not None else sys.argv[1:])])
         with open(args.md, "a", encoding="utf-8") as f:
