@@ -236,8 +236,16 @@ class ControllerAgent:
         self._notify = notify
 
     def flush(self) -> None:
+        self.send_out(self.take_outbox())
+
+    def take_outbox(self) -> list[tuple[wire.Message, bool]]:
+        """The messages held so far (a host sends them with :meth:`send_out` once the states they follow are
+        durable); later ones are held anew."""
         out, self._outbox = self._outbox, []
-        for msg, keep in out or ():
+        return out or []
+
+    def send_out(self, out: list[tuple[wire.Message, bool]]) -> None:
+        for msg, keep in out:
             self._send_now(msg, keep)
 
     def _send(self, msg: wire.Message, *, keep: bool = False) -> bool:

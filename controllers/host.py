@@ -6,9 +6,11 @@ import gc
 import heapq
 import logging
 import math
+import os
 import selectors
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import zmq
 
@@ -60,13 +62,16 @@ class AgentHost:
     answered in bounded slices rather than held behind one long batch; at most ``2 * batch`` due ticks likewise.
 
     Agents whose store is the host's shared :class:`StateDB` are group-committed: per loop iteration the host handles
-    the received messages and the ticks, commits all state changes in one transaction, then sends the answers."""
+    the received messages and the ticks, commits all state changes in one transaction, then sends the answers. With
+    ``commit_thread`` the loop writes the transaction's statements and a helper thread its COMMIT (the fsync): the loop
+    goes on handling messages meanwhile (their states and answers form the next group), and a group's answers are
+    sent once its COMMIT has returned."""
 
     #: a tick found with nothing to do (a clock's float rounding at a second's boundary) is retried this much later
     MIN_GAP_S = 0.001
 
     def __init__(self, agents: list[ControllerAgent], tick_s: float = 0.02, db: StateDB | None = None, *,
-                 freeze_gc: bool = False, batch: int = 64, sweep_s: float = 0.1):
+                 freeze_gc: bool = False, batch: int = 64, sweep_s: float = 0.1, commit_thread: bool = False):
         self.agents = agents
         self.tick_s = tick_s
         self.sweep_s = sweep_s
@@ -80,6 +85,11 @@ class AgentHost:
         self._index = {id(a): i for i, a in enumerate(agents)}
         self._due = [math.inf] * len(agents)  # per agent: the earliest time it is in the heap for
         self._heap: list[tuple[float, int]] = []
+        self.commit_thread = commit_thread and db is not None
+        self._committer: ThreadPoolExecutor | None = None
+        self._inflight: Future | None = None
+        self._inflight_out: list[tuple[ControllerAgent, list]] = []
+        self._wake_r = self._wake_w = -1
 
     def start(self) -> None:
         self._sel = selectors.DefaultSelector()
@@ -90,6 +100,11 @@ class AgentHost:
                 a.start()
             self._sel.register(a.sock.getsockopt(zmq.FD), selectors.EVENT_READ, a)
             self._sel.register(a.monitor.sock.getsockopt(zmq.FD), selectors.EVENT_READ, a.monitor)
+        if self.commit_thread:
+            self._wake_r, self._wake_w = os.pipe()
+            os.set_blocking(self._wake_r, False)
+            self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+            self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gronvag-agents-commit")
         now = time.monotonic()
         for a in self.agents:
             self._schedule(a, now)
@@ -177,20 +192,74 @@ class AgentHost:
             self.commit_and_flush()
 
     def commit_and_flush(self) -> None:
-        """Make the staged states durable, then send what the agents said meanwhile."""
-        if self.db is not None:
-            self.db.commit()
+        """Make the staged states durable, then send what the agents said meanwhile (with ``commit_thread``: start the
+        commit of the staged states if none is running, and send the answers of a commit that has returned)."""
+        if self._committer is None:
+            if self.db is not None:
+                self.db.commit()
+            self._send_outs(self._take_outboxes())
+            return
+        if self._inflight is not None:
+            if not self._inflight.done():
+                return  # what is staged meanwhile forms the next group
+            self._finish_commit()
+        if self.db.dirty:
+            outs = self._take_outboxes()  # these answers follow states staged up to now
+            try:
+                self.db.begin_commit()
+            except BaseException:
+                self._put_back(outs)
+                raise
+            self._inflight_out = outs
+            self._inflight = self._committer.submit(self.db.end_commit)
+            self._inflight.add_done_callback(self._wake)
+        else:
+            self._send_outs(self._take_outboxes())  # every staged state is durable: nothing to wait for
+
+    def _wake(self, _fut: Future) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:  # closed, or full of wake-ups already
+            pass
+
+    def _finish_commit(self) -> None:
+        fut, outs = self._inflight, self._inflight_out
+        self._inflight, self._inflight_out = None, []
+        try:
+            fut.result()
+        except BaseException:
+            self.db.restage()
+            self._put_back(outs)
+            raise
+        self._send_outs(outs)
+
+    def _take_outboxes(self) -> list[tuple[ControllerAgent, list]]:
         touched = self._touched[:]
         self._touched.clear()
-        for a in touched:
-            a.flush()
+        return [(a, a.take_outbox()) for a in touched]
+
+    def _put_back(self, outs: list[tuple[ControllerAgent, list]]) -> None:
+        for a, out in outs:
+            if out:
+                if not a._outbox:
+                    self._touched.append(a)
+                a._outbox[:0] = out
+
+    def _send_outs(self, outs: list[tuple[ControllerAgent, list]]) -> None:
+        for a, out in outs:
+            a.send_out(out)
             if a.sock is not None and a.sock.get(EVENTS) & POLLIN:
                 self._more.append(a)
 
     def poll_once(self, timeout_s: float) -> None:
         ready = []
         for key, _ in self._sel.select(timeout_s):
-            if isinstance(key.data, MonitorLog):
+            if key.data is None:  # the committer's wake-up
+                try:
+                    os.read(self._wake_r, 4096)
+                except BlockingIOError:
+                    pass
+            elif isinstance(key.data, MonitorLog):
                 try:
                     key.data.drain()
                 except Exception:  # noqa: BLE001 - a monitor callback's bug must not stop the others
@@ -212,11 +281,21 @@ class AgentHost:
 
     def close(self) -> None:
         try:
+            if self._inflight is not None:
+                self._inflight.exception()  # wait for it
+                self._finish_commit()
+            if self._committer is not None:
+                self._committer.shutdown(wait=True)
+                self._committer = None
             self.commit_and_flush()
         except Exception:  # noqa: BLE001 - closing anyway
             log.exception("agent host: final commit failed")
         if self._sel is not None:
             self._sel.close()
             self._sel = None
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)
+        self._wake_r = self._wake_w = -1
         for a in self.agents:
             a.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Literal
@@ -63,7 +64,9 @@ class StateDB:
         self.fsync = fsync
         self.commits = 0
         self._staged: dict[str, bytes] = {}
+        self._writing: dict[str, bytes] = {}  # taken by begin_commit, durable once end_commit returned
         self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()  # held from begin_commit to end_commit (which may run on another thread)
 
     def _open(self) -> sqlite3.Connection:
         if self._db is None:
@@ -100,7 +103,11 @@ class StateDB:
     def get(self, controller_id: str) -> bytes | None:
         if controller_id in self._staged:
             return self._staged[controller_id]
-        row = self._open().execute("SELECT data FROM state WHERE controller_id = ?", (controller_id,)).fetchone()
+        if controller_id in self._writing:
+            return self._writing[controller_id]
+        with self._lock:
+            row = self._open().execute("SELECT data FROM state WHERE controller_id = ?",
+                                       (controller_id,)).fetchone()
         return row[0] if row else None
 
     def put(self, controller_id: str, data: bytes) -> None:
@@ -109,22 +116,61 @@ class StateDB:
 
     @property
     def dirty(self) -> bool:
+        """States staged and not yet taken by a commit."""
         return bool(self._staged)
 
     def commit(self) -> None:
         if not self._staged:
             return
-        db = self._open()
-        rows = list(self._staged.items())
-        db.execute("BEGIN IMMEDIATE")
+        self.begin_commit()
         try:
-            db.executemany("INSERT OR REPLACE INTO state (controller_id, data) VALUES (?, ?)", rows)
-            db.execute("COMMIT")
+            self.end_commit()
         except BaseException:
-            db.execute("ROLLBACK")
+            self.restage()
             raise
-        self._staged.clear()
-        self.commits += 1
+
+    def begin_commit(self) -> None:
+        """The first part of :meth:`commit`: take the staged states and write them in a transaction, not yet committed.
+        :meth:`end_commit` (the COMMIT, i.e. the fsync) must follow; it may run on another thread, and until it has
+        returned no other commit begins (a lock is held from here to there). States staged meanwhile form the next
+        group. On an error the states are staged again and the error raised."""
+        self._lock.acquire()
+        try:
+            db = self._open()
+            rows, self._writing, self._staged = list(self._staged.items()), self._staged, {}
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany("INSERT OR REPLACE INTO state (controller_id, data) VALUES (?, ?)", rows)
+        except BaseException:
+            try:
+                self._rollback()
+                self.restage()
+            finally:
+                self._lock.release()
+            raise
+
+    def end_commit(self) -> None:
+        """COMMIT the transaction of :meth:`begin_commit`: its states are durable when this returns. On an error it is
+        rolled back and the error raised; the caller then calls :meth:`restage` (on the staging thread)."""
+        try:
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        else:
+            self._writing = {}
+            self.commits += 1
+        finally:
+            self._lock.release()
+
+    def restage(self) -> None:
+        """Stage again the states of a commit that failed (under any newer states of the same controllers)."""
+        writing, self._writing = self._writing, {}
+        for cid, data in writing.items():
+            self._staged.setdefault(cid, data)
+
+    def _rollback(self) -> None:
+        if self._db is not None and self._db.in_transaction:
+            self._db.execute("ROLLBACK")
 
     def close(self) -> None:
         if self._db is not None:

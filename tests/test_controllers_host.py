@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import threading
 import time
 
 import zmq
@@ -178,3 +179,41 @@ def test_agents_with_a_clock_of_unknown_pace_are_ticked_every_tick_s(tmp_path):
         t = a.runner.t_s
         time.sleep(0.3)
         assert a.runner.t_s >= t + 10  # advanced by ticks alone (50 signal s per second)
+
+
+def test_agent_commits_on_a_helper_thread_still_answer_only_durable_states(tmp_path):
+    """commit_thread: the loop goes on while the COMMIT runs; an ACK leaves only after the state it follows is durable,
+    and every plan is still accepted and applied once."""
+    ids = ("c1", "c2", "c3")
+    with Harness(tmp_path, ids) as h:
+        h.start_engine()
+        gate = threading.Event()
+        held: list[int] = []
+
+        def slow_commits(host: AgentHost) -> None:
+            end = host.db.end_commit
+
+            def end_commit() -> None:  # on the committer thread
+                if not gate.is_set() and b'"accepted_status":"accepted"' in host.db._writing.get("c1", b""):
+                    held.append(1)
+                    gate.wait(10)
+                end()
+
+            host.db.end_commit = end_commit
+
+        h.start_agents(before_run=slow_commits, commit_thread=True, batch=2)
+        wait_for(lambda: all(a.engine_epoch for a in h.agents.values()), 5, what="WELCOME")
+        (ref,) = h.publish(four_phase("c1", 30, 15))
+        wait_for(lambda: held, 5, what="c1's state being committed")
+        time.sleep(0.3)
+        assert h.agents["c1"].last_accepted == ref  # accepted and staged ...
+        assert h.summary("c1").get("status") == "issued"  # ... but no ACK before the state is durable
+        refs = h.publish(*(four_phase(cid, 22, 24, 3) for cid in ("c2", "c3")))  # the loop goes on meanwhile
+        wait_for(lambda: all(h.agents[c].last_accepted == r for c, r in zip(("c2", "c3"), refs, strict=True)), 5,
+                 what="c2, c3 handled while c1's commit waits")
+        gate.set()
+        for cid, r in zip(ids, (ref, *refs), strict=True):
+            wait_for(lambda cid=cid, r=r: h.agents[cid].running_ref == r and h.summary(cid).get("status") == "applied",
+                     8, what=f"{cid} applied")
+            assert h.applied(cid) == [r]
+            assert h.summary(cid)["acks"].get((r.epoch, r.seq, "accepted")) == 1
