@@ -60,7 +60,7 @@ def _plan(sid: str, k: int):
 
 
 def _agent_worker(ids: list[str], keys_dir: str, endpoint: str, state_dir: str, scale: float, fsync: bool,
-                  conn, stop) -> None:
+                  conn, stop, commit_thread: bool = False) -> None:
     """One agent process: hosts ``ids`` until ``stop`` is set, then sends back what each agent applied."""
     import zmq
 
@@ -84,7 +84,8 @@ def _agent_worker(ids: list[str], keys_dir: str, endpoint: str, state_dir: str, 
                           spec=spec_from_fallback(fallback), clock=clock, hello_after_s=5.0, status_interval_s=30.0,
                           reconnect_ivl_ms=200, reconnect_ivl_max_ms=2000, fsync=fsync)
         agents.append(ControllerAgent(cfg, ctx, db=db))
-    host = AgentHost(agents, tick_s=0.05, db=db, freeze_gc=True)  # a process that only hosts agents
+    host = AgentHost(agents, tick_s=0.05, db=db, freeze_gc=True,  # a process that only hosts agents
+                     commit_thread=commit_thread)
     host.start()
     try:
         host.run(stop)
@@ -169,7 +170,7 @@ def _pct(xs: list[float], q: float) -> float:
 def run(smoke: bool = False, n: int | None = None, procs: int | None = None,
         paced_rates: tuple[float, ...] | None = None, phase_s: float | None = None, fsync: bool = True,
         scale: float = 25.0, variants: int = 0, idle_s: float | None = None,
-        engine_commit_thread: bool = True) -> dict:
+        engine_commit_thread: bool = True, agent_commit_thread: bool = False) -> dict:
     import zmq
 
     from controllers.engine import Engine, EngineConfig
@@ -209,7 +210,8 @@ def run(smoke: bool = False, n: int | None = None, procs: int | None = None,
             part = ids[w::procs]
             parent, child = spawn.Pipe(duplex=False)
             p = spawn.Process(target=_agent_worker, args=(part, str(keys_dir), engine.bound_endpoint,
-                                                          str(tmp / "ctl"), scale, fsync, child, stop), daemon=True)
+                                                          str(tmp / "ctl"), scale, fsync, child, stop,
+                                                          agent_commit_thread), daemon=True)
             p.start()
             workers.append(p)
             conns.append(parent)
@@ -320,6 +322,7 @@ def run(smoke: bool = False, n: int | None = None, procs: int | None = None,
         out = {
             "controllers": n, "agent_processes": procs, "cpus": os.cpu_count(), "curve": True,
             "controller_fsync": fsync, "plan_variants": variants or "all distinct",
+            "agent_commits": "COMMIT on a helper thread" if agent_commit_thread else "in the loop",
             "engine_sqlite": "WAL, synchronous=FULL, " + ("group commits on a helper thread" if engine_commit_thread
                                                           else "one commit per loop iteration"),
             "signal_clock_speedup": scale,
@@ -375,7 +378,9 @@ def markdown(out: dict, command: str) -> str:
     rates = out["paced_rates"]
     lines = [f"### {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: `{command}`", "",
              f"{out['controllers']} controllers in {out['agent_processes']} agent processes, CURVE, controller state "
-             f"fsynced ({out['controller_fsync']}), engine store {out['engine_sqlite']}, plans {out['plan_variants']}, "
+             f"fsynced ({out['controller_fsync']}, commits {out['agent_commits']}), "
+             f"engine store {out['engine_sqlite']}, "
+             f"plans {out['plan_variants']}, "
              f"{out['phase_s']:g} s per phase, "
              f"{out['cpus']} CPUs; load average (1 min) before/after: {out['loadavg_1m_before_after'][0]} / "
              f"{out['loadavg_1m_before_after'][1]}.", "",
@@ -412,12 +417,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="recurring plans: each controller cycles through this many plans (default: all distinct)")
     ap.add_argument("--engine-commit-inline", action="store_true",
                     help="the engine commits in its loop (blocking it during the fsync) instead of on a helper thread")
+    ap.add_argument("--agent-commit-thread", action="store_true",
+                    help="agent hosts COMMIT (fsync) on a helper thread while their loop goes on")
     ap.add_argument("--md", help="append the figures as a markdown section to this file")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     rates = tuple(float(x) for x in args.rates.split(",")) if args.rates else None
     out = run(smoke=args.smoke, n=args.n, procs=args.procs, paced_rates=rates, phase_s=args.seconds,
-              fsync=not args.no_fsync, variants=args.variants, engine_commit_thread=not args.engine_commit_inline)
+              fsync=not args.no_fsync, variants=args.variants, engine_commit_thread=not args.engine_commit_inline,
+              agent_commit_thread=args.agent_commit_thread)
     if args.md:
         command = " ".join(["python -m bench.bench_controllers", *(argv if argv is not None else sys.argv[1:])])
         with open(args.md, "a", encoding="utf-8") as f:
