@@ -111,9 +111,12 @@ def evaluate_scenario(spec: str, n_plans: int, seeds: list[int], splits: str = "
 def to_markdown(results: dict, command: str) -> str:
     lines = ["# Model fidelity against SUMO", "",
              f"Made by `{command}` ({time.strftime('%Y-%m-%d %H:%M')}, load {os.getloadavg()[0]:.1f}).", "",
-             "Model: mean delay per vehicle; SUMO: mean time loss per vehicle (tripinfo, unfinished trips "
-             "included), mean of the seeds. Calibrated: constants fitted by `sim.calibrate` on other plans "
-             "(plan seed 1000) and other SUMO seeds (101-103). Goals: Spearman >= 0.9, MAPE <= 15 %.", "",
+             "Model: mean delay per vehicle inside the network (`Evaluation.network_delay_s`: a vehicle held "
+             "outside a full entry approach counts from when it enters); SUMO: mean time loss per vehicle that "
+             "departed (tripinfo), mean of the seeds. Per signal: the model's total delay at the signal against "
+             "SUMO's time loss on its approach edges and the edges leading only into them. Calibrated: constants "
+             "fitted by `sim.calibrate` on other plans (plan seed 1000) and other SUMO seeds (101-103). Goals: "
+             "Spearman >= 0.9, MAPE <= 15 %.", "",
              "| scenario | plans x seeds | splits | model | constants | Spearman | MAPE % | per-signal Spearman "
              "| per-signal MAPE % | SUMO time loss range [s] |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results.values():
