@@ -170,7 +170,7 @@ def _pct(xs: list[float], q: float) -> float:
 def run(smoke: bool = False, n: int | None = None, procs: int | None = None,
         paced_rates: tuple[float, ...] | None = None, phase_s: float | None = None, fsync: bool = True,
         scale: float = 25.0, variants: int = 0, idle_s: float | None = None,
-        engine_commit_thread: bool = True, agent_commit_thread: bool = False) -> dict:
+        engine_commit_thread: bool = False, agent_commit_thread: bool = False) -> dict:
     import zmq
 
     from controllers.engine import Engine, EngineConfig
@@ -415,8 +415,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-fsync", action="store_true", help="controller state without fsync")
     ap.add_argument("--variants", type=int, default=0,
                     help="recurring plans: each controller cycles through this many plans (default: all distinct)")
-    ap.add_argument("--engine-commit-inline", action="store_true",
-                    help="the engine commits in its loop (blocking it during the fsync) instead of on a helper thread")
+    ap.add_argument("--engine-commit-thread", action="store_true",
+                    help="the engine COMMITs (fsync) on a helper thread while its loop goes on")
     ap.add_argument("--agent-commit-thread", action="store_true",
                     help="agent hosts COMMIT (fsync) on a helper thread while their loop goes on")
     ap.add_argument("--md", help="append the figures as a markdown section to this file")
@@ -424,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     rates = tuple(float(x) for x in args.rates.split(",")) if args.rates else None
     out = run(smoke=args.smoke, n=args.n, procs=args.procs, paced_rates=rates, phase_s=args.seconds,
-              fsync=not args.no_fsync, variants=args.variants, engine_commit_thread=not args.engine_commit_inline,
+              fsync=not args.no_fsync, variants=args.variants, engine_commit_thread=args.engine_commit_thread,
               agent_commit_thread=args.agent_commit_thread)
     if args.md:
         command = " ".join(["python -m bench.bench_controllers", *(argv if argv is not None else sys.argv[1:])])

@@ -1,5 +1,6 @@
-"""The engine's store written on a helper thread: plans leave only after their group is durable, the loop keeps
-receiving meanwhile, and a failed write sends nothing and is written again with the next group."""
+"""EngineConfig(commit_thread=True), the engine's COMMIT on a helper thread: plans leave only after their group is
+durable, the loop keeps receiving meanwhile, and a failed write sends nothing and is written again with the next
+group."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from tests.test_controllers_support import Harness, four_phase, wait_for
 
 def test_a_plan_leaves_only_after_its_commit_returned_and_the_loop_goes_on_meanwhile(tmp_path):
     with Harness(tmp_path, ("c1", "c2")) as h:
-        eng = h.start_engine()
+        eng = h.start_engine(commit_thread=True)
         h.start_agents()
         wait_for(lambda: all(a.engine_epoch for a in h.agents.values()), 5, what="WELCOME")
         gate = threading.Event()
@@ -58,7 +59,8 @@ def test_a_failed_write_sends_nothing_and_goes_again_with_the_next_group(tmp_pat
     with Harness(tmp_path, ("c1",)) as h:
         eng = Engine(EngineConfig(endpoint=h.endpoint, state_dir=tmp_path / "engine-state", keys=h.keys.engine,
                                   allow_dir=h.keys.allow, heartbeat_s=0.2, offline_after_s=2.0, retry_initial_s=0.2,
-                                  retry_max_s=1.0, lease_s=1.5, activation=Activation(kind="asap")))
+                                  retry_max_s=1.0, lease_s=1.5, activation=Activation(kind="asap"),
+                                  commit_thread=True))
         eng.start()
         try:
             h.start_agents()
