@@ -194,6 +194,7 @@ class PlanRunner:
         self.key = key
         self.t_s = int(t_s)
         self._durations = [ph.duration_s for ph in plan.phases]
+        self._green = [_is_green(ph) for ph in plan.phases]
         self._starts = _starts(plan)
         if phase is None:
             # fresh start (power-up / resume): start of the phase the plan's own schedule is in; treated as if the plan
@@ -249,24 +250,25 @@ class PlanRunner:
         pend = self._pending
         if pend is None:
             return None
-        durations = self._durations
+        durations, green = self._durations, self._green
         n = len(durations)
-        phases = self.plan.phases
         # at the end of phase k (time t) step() tries entries iff the cycle wait is over, t >= not_before and
         # dwell(t) = dwell + (t - t_s) >= cycle, and phase k is green
         need = max(pend.not_before_s, self.t_s + self.plan.cycle_s - self._dwell_s)
         wait_cycle = pend.wait_cycle
         k = self.phase
         t = self.t_s + durations[k] - self.elapsed_s
+        if not wait_cycle and t < need:
+            t += (need - t) // self.plan.cycle_s * self.plan.cycle_s  # whole cycles of phase ends before `need`
         for _ in range(3 * n):  # enough for a cycle's wait plus a full cycle
             if wait_cycle and k == n - 1:
                 wait_cycle = False
-            if not wait_cycle and t >= need and _is_green(phases[k]):
+            if not wait_cycle and t >= need and green[k]:
                 return t
             k = (k + 1) % n
             t += durations[k]
         # no green end qualifies within those cycles (an activation point further ahead): a lower bound
-        return max(t - durations[k], need) if any(_is_green(p) for p in phases) else None
+        return max(t - durations[k], need) if any(green) else None
 
     def reachable(self, plan: SignalPlan) -> tuple[int, int] | None:
         """Some safe (exit, entry) pair from the running plan into ``plan``, or None."""
