@@ -101,6 +101,12 @@ def _serve(args_in) -> int:
     if a.heartbeat * 3 > a.lease:
         raise GronvagError(f"--heartbeat {a.heartbeat} s must be at most a third of --lease {a.lease} s")
     ps = read_planset(a.plan)  # fail early on a bad file
+    ids = [q.signal_id for q in ps.plans]
+    several = sorted({i for i in ids if ids.count(i) > 1})
+    if several:  # time-of-day plans (gronvag optimise --periods): the link carries one plan per controller
+        raise GronvagError(f"several plans for signal {several[0]!r} (time-of-day plans); the controller link serves "
+                           f"one plan per signal: serve one period's plans and replace the file at the next period",
+                           a.plan)
     keys = load_keypair(a.server_key or a.keys / f"{ENGINE_ID}.key_secret")
     if keys.secret is None:
         raise GronvagError("the engine needs its secret key (.key_secret)", a.server_key)

@@ -88,6 +88,10 @@ def test_serve_and_controller_refuse_bad_configuration(tmp_path, capsys):
     assert "not a valid gronvag.plan/1" in capsys.readouterr().err
     assert serve_main([*base, "--plan", str(tmp_path / "missing.json")]) == 2
     assert serve_main([*base, "--plan", str(plans), "--heartbeat", "20", "--lease", "30"]) == 2
+    tod = tmp_path / "tod.json"  # time-of-day plans: two plans for J1
+    tod.write_bytes(encode_planset(PlanSet(plans=(four_phase("J1"), four_phase("J1")))))
+    assert serve_main([*base, "--plan", str(tod)]) == 2
+    assert "several plans for signal 'J1'" in capsys.readouterr().err
     fb = tmp_path / "fb.json"
     fb.write_bytes(encode_planset(PlanSet(plans=(four_phase("J1"),))))
     ctl = ["--keys", str(keys), "--state-dir", str(tmp_path / "c"), "--fallback", str(fb), "--duration", "0.1"]
