@@ -39,7 +39,7 @@ import zmq
 from controllers import wire
 from controllers.security import EVENTS, POLLIN, KeyPair, MonitorLog, recv_frames, send_frames
 from controllers.signal import PlanRunner, Switch, TransitionCache, find_transition
-from controllers.state import HISTORY, ControllerState, StateDB, StateFile, StoredPlan
+from controllers.state import ControllerState, StateDB, StateFile, StoredPlan
 from controllers.wire import Ack, Activation, PlanMsg, PlanRef, WireError
 from engine.plan import SignalPlan, decode_plan, encode_plan
 from engine.safety import SignalSpec, check_plan_bits
@@ -148,6 +148,7 @@ class ControllerAgent:
     def _start_runner(self) -> None:
         st = self.state
         st.boots += 1
+        st.applied = ()  # a history of applied plans written by earlier versions: nothing reads it, no longer kept
         # a rejection is answered again only within one boot: the local configuration may have changed since
         st.rejected, st.rejected_reason = None, ""
         t0 = int(self.cfg.clock())
@@ -492,7 +493,6 @@ class ControllerAgent:
     def _applied(self, ref: PlanRef, t_s: int, resumed: bool = False) -> None:
         st = self.state
         st.accepted_status = "applied"
-        st.applied = ((ref,) + st.applied)[:HISTORY]
         self.store.save(st)
         self.applied_log.append((ref, t_s))
         self.counts["applied"] = self.counts.get("applied", 0) + 1

@@ -25,7 +25,6 @@ from controllers.wire import Activation, Mode, PlanRef
 log = logging.getLogger(__name__)
 
 STATE_SCHEMA = "gronvag.controller-state/1"
-HISTORY = 32
 
 
 class StoredPlan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -47,7 +46,9 @@ class ControllerState(msgspec.Struct, forbid_unknown_fields=True):
     lease_expires_unix: float = 0.0
     rejected: PlanRef | None = None
     rejected_reason: str = ""
-    applied: tuple[PlanRef, ...] = ()  # most recent first, at most HISTORY
+    #: the last applied plans, written by earlier versions (up to 32 on every save, ~3.5 kB); still read so such a
+    #: state loads, no longer written: nothing reads it, and encoding and writing it cost CPU on every plan
+    applied: tuple[PlanRef, ...] = ()
     boots: int = 0
 
 

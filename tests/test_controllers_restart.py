@@ -169,3 +169,28 @@ def test_engine_store_epochs_and_issued_log(tmp_path, monkeypatch):
     with pytest.raises(GronvagError, match="another engine"):
         EngineStore(tmp_path)
     s2.close()
+
+
+def test_state_no_longer_keeps_a_history_of_applied_plans_and_old_states_still_load(tmp_path):
+    """States written by earlier versions carry up to 32 applied plans; they load, and the next save drops them."""
+    h = Harness(tmp_path, ("c1",), scale=200.0)
+    try:
+        a = ControllerAgent(h.agent_config("c1"), h.agent_ctx)
+        sent: list = []
+        a._send = lambda msg, keep=False: sent.append(msg) or True
+        body = encode_plan(four_phase("c1", 30, 15))
+        ref = PlanRef(epoch=9, seq=1, sha256=wire.plan_digest(body))
+        a.handle(wire.encode(PlanMsg(msg_id="m1", controller_id="c1", ref=ref,
+                                     activation=Activation(kind="asap"), lease_s=60.0, plan=body)))
+        wait_for(lambda: a.tick() or a.running_ref == ref, 10, what="switch")
+        st = a.store.load()
+        assert st.accepted_status == "applied" and st.applied == ()
+        st.applied = (ref,) * 32  # as an earlier version wrote it
+        a.store.save(st)
+        a.close()
+        b = ControllerAgent(h.agent_config("c1"), h.agent_ctx)
+        assert b.running_ref == ref and b.mode == "central"
+        assert b.store.load().applied == ()
+        b.close()
+    finally:
+        h.agent_ctx.destroy(linger=0)
