@@ -113,6 +113,33 @@ def _conflict_pairs(conflicts: np.ndarray) -> tuple[list[int], list[int]]:
     return pairs
 
 
+class _SpecRules(NamedTuple):
+    """What :func:`check_bits` derives from a spec: per-group limits as Python ints, the conflicting pairs, the
+    all-red clearance."""
+
+    min_g: list[int]
+    max_g: list[int]
+    yel: list[int]
+    ra: list[int]
+    ii: list[int]
+    jj: list[int]
+    clearance: int
+
+
+def _spec_rules(spec: SignalSpec) -> _SpecRules:
+    """The rules of ``spec`` as :func:`check_bits` reads them, derived once per spec object and kept on it (a
+    SignalSpec is frozen and its arrays are not changed in place; a process hosting many controllers has one spec each,
+    so the memo lives with the spec rather than in a bounded table)."""
+    rules = spec.__dict__.get("_check_rules")
+    if rules is None:
+        min_g, max_g, yel, ra = (np.asarray(x).tolist() for x in (spec.min_green_s, spec.max_green_s, spec.yellow_s,
+                                                                  spec.redamber_s))
+        ii, jj = _conflict_pairs(spec.conflicts)
+        rules = _SpecRules(min_g, max_g, yel, ra, ii, jj, int(spec.allred_s))
+        object.__setattr__(spec, "_check_rules", rules)  # not a field: not compared, not in repr, not copied by replace
+    return rules
+
+
 class PlanBits(NamedTuple):
     """A plan's seconds as bitsets (bit t = second t of its cycle), one int per signal group: green (G or g), yellow
     and red-amber; ``starts``: the start second of each phase (empty for a joined sequence)."""
@@ -190,8 +217,7 @@ def check_bits(signal_id: str, bits: PlanBits, spec: SignalSpec) -> list[str]:
     cycle = bits.cycle_s
     green, yellow, redamber = bits.green, bits.yellow, bits.redamber
     full = (1 << cycle) - 1
-    min_g, max_g, yel, ra = (np.asarray(x).tolist() for x in (spec.min_green_s, spec.max_green_s, spec.yellow_s,
-                                                              spec.redamber_s))
+    min_g, max_g, yel, ra, ii, jj, clearance = _spec_rules(spec)
     for i in range(n):
         g = green[i]
         if not g or g == full:
@@ -222,10 +248,8 @@ def check_bits(signal_id: str, bits: PlanBits, spec: SignalSpec) -> list[str]:
                 if u < ra[i]:
                     errs.append(f"{sid}: group {i} red-amber before green at t={start} is {u} s, needs "
                                 f"{int(ra[i])} s")
-    ii, jj = _conflict_pairs(spec.conflicts)
     if not ii:
         return errs
-    clearance = int(spec.allred_s)
     recent = []
     for g, y in zip(green, yellow, strict=True):
         a = g | y

@@ -71,3 +71,28 @@ def test_conflict_checks_match_twin(data):
         elif "all-red" in e:
             got.add(("after", int(words[-1]), int(words[2])))
     assert got == naive_conflict_errors(expand(plan), spec)
+
+
+def test_check_bits_rules_memo_is_per_spec_object():
+    """check_bits memoises what it derives from a spec per spec object: another spec (even a replaced copy of the
+    same one) gets its own rules and messages."""
+    import dataclasses
+
+    from engine.safety import check_bits, plan_bits
+
+    n = 2
+    conflicts = np.array([[False, True], [True, False]])
+    loose = SignalSpec("J", np.zeros(n, np.int32), np.zeros(n, np.int32), np.zeros(n, np.int32),
+                       np.zeros(n, np.int32), 0, conflicts)
+    plan = make_plan("J", [Phase("Gr", 10), Phase("rG", 10)])
+    bits = plan_bits(plan)
+    assert check_bits("J", bits, loose) == []
+    strict = dataclasses.replace(loose, allred_s=2, min_green_s=np.full(n, 12, np.int32))
+    errs = check_bits("J", bits, strict)
+    assert errs == check_plan(plan, strict) and any("all-red" in e for e in errs) and any("minimum" in e for e in errs)
+    assert check_bits("J", bits, loose) == []
+    for _ in range(300):  # many specs made and dropped
+        s = SignalSpec("J", np.full(n, 12, np.int32), np.zeros(n, np.int32), np.zeros(n, np.int32),
+                       np.zeros(n, np.int32), 2, conflicts)
+        assert check_bits("J", bits, s) == errs
+        assert s == dataclasses.replace(s) and "_check_rules" not in repr(s)
