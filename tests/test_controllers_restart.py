@@ -125,16 +125,22 @@ def test_controller_sigkill_resumes_its_plan_or_falls_back_after_the_lease(tmp_p
                 p.stop()
 
 
+def _agent_given_a_plan(h: Harness, activation: Activation):
+    """Agent c1 of ``h`` (sends captured, no socket) handed one PLAN: (agent, messages it sent, the plan's ref)."""
+    a = ControllerAgent(h.agent_config("c1"), h.agent_ctx)
+    sent: list = []
+    a._send = lambda msg, keep=False: sent.append(msg) or True
+    body = encode_plan(four_phase("c1", 30, 15))
+    ref = PlanRef(epoch=9, seq=1, sha256=wire.plan_digest(body))
+    a.handle(wire.encode(PlanMsg(msg_id="m1", controller_id="c1", ref=ref, activation=activation, lease_s=60.0,
+                                 plan=body)))
+    return a, sent, ref
+
+
 def test_plan_accepted_before_a_crash_is_applied_once_after_restart(tmp_path):
     h = Harness(tmp_path, ("c1",), scale=200.0)
     try:
-        a = ControllerAgent(h.agent_config("c1"), h.agent_ctx)
-        sent: list = []
-        a._send = lambda msg, keep=False: sent.append(msg) or True
-        body = encode_plan(four_phase("c1", 30, 15))
-        ref = PlanRef(epoch=9, seq=1, sha256=wire.plan_digest(body))
-        a.handle(wire.encode(PlanMsg(msg_id="m1", controller_id="c1", ref=ref,
-                                     activation=Activation(kind="at", at_s=300.0), lease_s=60.0, plan=body)))
+        a, sent, ref = _agent_given_a_plan(h, Activation(kind="at", at_s=300.0))
         assert sent[0].status == "accepted" and a.running_ref is None
         a.close()  # "crash" before the activation point
         b = ControllerAgent(h.agent_config("c1"), h.agent_ctx)  # the signal clock starts again at 0
@@ -175,13 +181,7 @@ def test_state_no_longer_keeps_a_history_of_applied_plans_and_old_states_still_l
     """States written by earlier versions carry up to 32 applied plans; they load, and the next save drops them."""
     h = Harness(tmp_path, ("c1",), scale=200.0)
     try:
-        a = ControllerAgent(h.agent_config("c1"), h.agent_ctx)
-        sent: list = []
-        a._send = lambda msg, keep=False: sent.append(msg) or True
-        body = encode_plan(four_phase("c1", 30, 15))
-        ref = PlanRef(epoch=9, seq=1, sha256=wire.plan_digest(body))
-        a.handle(wire.encode(PlanMsg(msg_id="m1", controller_id="c1", ref=ref,
-                                     activation=Activation(kind="asap"), lease_s=60.0, plan=body)))
+        a, _, ref = _agent_given_a_plan(h, Activation(kind="asap"))
         wait_for(lambda: a.tick() or a.running_ref == ref, 10, what="switch")
         st = a.store.load()
         assert st.accepted_status == "applied" and st.applied == ()
