@@ -50,6 +50,17 @@ class SignalSpec:
     conflicts: np.ndarray
     is_pedestrian: np.ndarray | None = None
 
+    def __post_init__(self) -> None:
+        # the arrays are the spec's own and read-only: check_bits keeps what it derives from a spec with the spec
+        # (``_spec_rules``), which is only right if nothing can change the arrays afterwards
+        for name in ("min_green_s", "max_green_s", "yellow_s", "redamber_s", "conflicts", "is_pedestrian"):
+            value = getattr(self, name)
+            if value is None or (isinstance(value, np.ndarray) and not value.flags.writeable and value.base is None):
+                continue  # already a read-only array of its own (e.g. another spec's, through dataclasses.replace)
+            arr = np.array(value)
+            arr.setflags(write=False)
+            object.__setattr__(self, name, arr)
+
     @property
     def n_links(self) -> int:
         return int(self.min_green_s.shape[0])

@@ -96,3 +96,28 @@ def test_check_bits_rules_memo_is_per_spec_object():
                        np.zeros(n, np.int32), 2, conflicts)
         assert check_bits("J", bits, s) == errs
         assert s == dataclasses.replace(s) and "_check_rules" not in repr(s)
+
+
+def test_a_spec_owns_read_only_arrays_so_its_memoised_rules_cannot_go_stale():
+    """check_bits keeps what it derives from a spec on the spec; the spec therefore copies the arrays it is given
+    and makes them read-only: changing the caller's array afterwards changes neither the spec nor its verdicts."""
+    from engine.safety import check_bits, plan_bits
+
+    n = 2
+    min_g = np.zeros(n, np.int32)
+    spec = SignalSpec("J", min_g, np.zeros(n, np.int32), np.zeros(n, np.int32), np.zeros(n, np.int32), 0,
+                      np.array([[False, True], [True, False]]))
+    plan = make_plan("J", [Phase("Gr", 10), Phase("rG", 10)])
+    assert check_bits("J", plan_bits(plan), spec) == []
+    min_g[:] = 12  # the caller's array, not the spec's
+    assert spec.min_green_s.tolist() == [0, 0]
+    assert check_bits("J", plan_bits(plan), spec) == [] == check_plan(plan, spec)
+    for name in ("min_green_s", "max_green_s", "yellow_s", "redamber_s", "conflicts"):
+        arr = getattr(spec, name)
+        assert not arr.flags.writeable
+        try:
+            arr[0] = 1
+        except ValueError:
+            pass
+        else:
+            raise AssertionError(f"{name} is writeable")
