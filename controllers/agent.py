@@ -394,7 +394,7 @@ class ControllerAgent:
             else:
                 errs, bits = check_plan_bits(plan, self.cfg.spec)
                 if bits is not None and not errs:
-                    self.cache.add_bits(plan, bits, self.cfg.spec)  # the transition checks below reuse them
+                    self.cache.add_bits(plan, bits, self.cfg.spec, clean=True)  # the transition checks below reuse them
             if len(self._valid_memo) >= 16:  # recurring plans; kept small (live objects cost every full GC)
                 self._valid_memo.clear()
             self._valid_memo[msg.ref.sha256] = tuple(errs)

@@ -24,7 +24,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 
 from engine.plan import Phase, SignalPlan, check_structure
-from engine.safety import PlanBits, SignalSpec, check_bits, check_plan, plan_bits, sequence_bits
+from engine.safety import PlanBits, SignalSpec, check_bits, check_plan, plan_bits, sequence_bits, switch_safe
 
 ACTIVATIONS = ("asap", "next_cycle", "at")
 
@@ -82,35 +82,47 @@ class TransitionCache:
     Plans are frozen structs compared by value, so the same two plans hit the memo whatever sequence numbers they
     travelled under. One cache serves one spec (it is cleared if used with another spec object). A verdict is computed
     from the two plans' bitsets (:func:`engine.safety.sequence_bits`, the same rules on the same seconds as
-    check_plan on the composite; each plan's bitsets are kept while it is in use), or from the composite itself when
-    either plan is not structurally clean."""
+    check_plan on the composite; each plan's bitsets are kept while it is in use, with whether the plan passes the
+    rules on its own): when both plans do, only what crosses the two joins is read (:func:`engine.safety.switch_safe`,
+    the same verdict); the composite itself is checked when either plan is not structurally clean."""
 
     # small bounds: a controller needs verdicts for its running, pending, fallback and recurring plans only; every
     # entry keeps its plans alive, and a process hosting many controllers pays for live objects in each full GC
     def __init__(self, max_entries: int = 64):
         self._safe: dict[tuple, bool] = {}
-        self._bits: dict[SignalPlan, PlanBits | None] = {}
+        # per plan: its bitsets (None: not structurally clean for the spec) and whether they pass check_bits (None: not
+        # known yet)
+        self._bits: dict[SignalPlan, tuple[PlanBits | None, bool | None]] = {}
         self._max = max_entries
         self._spec: SignalSpec | None = None
         self.hits = 0
         self.misses = 0
 
-    def add_bits(self, plan: SignalPlan, bits: PlanBits, spec: SignalSpec) -> None:
-        """Keep bitsets already computed for ``plan`` under ``spec`` (engine.safety.check_plan_bits)."""
-        if spec is self._spec and plan not in self._bits:
+    def add_bits(self, plan: SignalPlan, bits: PlanBits, spec: SignalSpec, *, clean: bool | None = None) -> None:
+        """Keep bitsets already computed for ``plan`` under ``spec`` (engine.safety.check_plan_bits); ``clean``: whether
+        that check found no error (None: not known)."""
+        if spec is self._spec and self._bits.get(plan, (None, None))[1] is None:
             if len(self._bits) >= 16:
                 self._bits.clear()
-            self._bits[plan] = bits
+            self._bits[plan] = (bits, clean)
 
-    def _plan_bits(self, plan: SignalPlan, spec: SignalSpec) -> PlanBits | None:
-        bits = self._bits.get(plan, False)
-        if bits is False:
+    def _plan_bits(self, plan: SignalPlan, spec: SignalSpec) -> tuple[PlanBits | None, bool | None]:
+        entry = self._bits.get(plan)
+        if entry is None:
             clean = plan.n_links == spec.n_links and not check_structure(plan)
-            bits = plan_bits(plan) if clean else None
+            entry = (plan_bits(plan) if clean else None, None)
             if len(self._bits) >= 16:
                 self._bits.clear()
-            self._bits[plan] = bits
-        return bits
+            self._bits[plan] = entry
+        return entry
+
+    def _clean(self, plan: SignalPlan, entry: tuple[PlanBits, bool | None], spec: SignalSpec) -> bool:
+        """Whether ``plan`` (structurally clean, ``entry`` from :meth:`_plan_bits`) passes the timing rules alone."""
+        bits, clean = entry
+        if clean is None:
+            clean = not check_bits(plan.signal_id, bits, spec)
+            self._bits[plan] = (bits, clean)
+        return clean
 
     def safe(self, old: SignalPlan, k: int, new: SignalPlan, j: int, spec: SignalSpec) -> bool:
         if spec is not self._spec:
@@ -123,9 +135,14 @@ class TransitionCache:
             self.hits += 1
             return hit
         self.misses += 1
-        a, b = self._plan_bits(old, spec), self._plan_bits(new, spec)
+        ea, eb = self._plan_bits(old, spec), self._plan_bits(new, spec)
+        a, b = ea[0], eb[0]
         if a is not None and b is not None:
-            ok = not check_bits(new.signal_id, sequence_bits(a, (k + 1) % len(old.phases), b, j), spec)
+            k1 = (k + 1) % len(old.phases)
+            if self._clean(old, ea, spec) and self._clean(new, eb, spec):
+                ok = switch_safe(a, k1, b, j, spec)
+            else:
+                ok = not check_bits(new.signal_id, sequence_bits(a, k1, b, j), spec)
         else:
             ok = not transition_errors(old, k, new, j, spec)
         if len(self._safe) >= self._max:

@@ -9,7 +9,9 @@ A :class:`SignalSpec` describes what one intersection requires of any plan:
 
 :func:`check_plan` checks every rule on the plan as it runs second by second over one cycle (cyclically), computed on
 the phases and on per-second bitsets: a few microseconds per plan, so controllers validate every plan and every
-transition at run time. ``tests/test_controllers_safety.py`` holds its second-by-second numpy twin.
+transition at run time. ``tests/test_controllers_safety.py`` holds its second-by-second numpy twin. A plan switch is
+checked as one cycle of the old plan followed by one of the new (:func:`sequence_bits`); when both plans pass on their
+own, :func:`switch_safe` gives the same verdict reading only the seconds around the two joins.
 """
 
 from __future__ import annotations
@@ -135,6 +137,8 @@ class _SpecRules(NamedTuple):
     ii: list[int]
     jj: list[int]
     clearance: int
+    yellow_reach: int  # max(1, longest yellow): how far after a green run its check reads, s
+    redamber_reach: int  # max(1, longest red-amber): how far before a green run its check reads, s
 
 
 def _spec_rules(spec: SignalSpec) -> _SpecRules:
@@ -146,7 +150,7 @@ def _spec_rules(spec: SignalSpec) -> _SpecRules:
         min_g, max_g, yel, ra = (np.asarray(x).tolist() for x in (spec.min_green_s, spec.max_green_s, spec.yellow_s,
                                                                   spec.redamber_s))
         ii, jj = _conflict_pairs(spec.conflicts)
-        rules = _SpecRules(min_g, max_g, yel, ra, ii, jj, int(spec.allred_s))
+        rules = _SpecRules(min_g, max_g, yel, ra, ii, jj, int(spec.allred_s), max([1, *yel]), max([1, *ra]))
         object.__setattr__(spec, "_check_rules", rules)  # not a field: not compared, not in repr, not copied by replace
     return rules
 
@@ -228,7 +232,7 @@ def check_bits(signal_id: str, bits: PlanBits, spec: SignalSpec) -> list[str]:
     cycle = bits.cycle_s
     green, yellow, redamber = bits.green, bits.yellow, bits.redamber
     full = (1 << cycle) - 1
-    min_g, max_g, yel, ra, ii, jj, clearance = _spec_rules(spec)
+    min_g, max_g, yel, ra, ii, jj, clearance = _spec_rules(spec)[:7]
     for i in range(n):
         g = green[i]
         if not g or g == full:
@@ -281,6 +285,97 @@ def check_bits(signal_id: str, bits: PlanBits, spec: SignalSpec) -> list[str]:
                 errs.append(f"{sid}: group {b} turns green at t={(bad & -bad).bit_length() - 1} less than {clearance} "
                             f"s of all-red after conflicting group {a}")
     return errs
+
+
+def switch_safe(first: PlanBits, first_from: int, second: PlanBits, second_from: int, spec: SignalSpec) -> bool:
+    """``not check_bits(sid, sequence_bits(first, first_from, second, second_from), spec)`` for two plans that each
+    pass :func:`check_bits` under ``spec`` on their own (the caller's promise, not checked here), reading only what
+    crosses one of the sequence's two joins (the end of ``first``'s cycle into ``second``, and back).
+
+    Why that is the same verdict: every rule reads a contiguous stretch of seconds (a green run with the second before
+    and after it, the yellow after it, the red-amber before it; a green second with the ``allred_s`` seconds before it;
+    one second for green-together). A stretch that lies inside one plan's part of the sequence reads what it reads in
+    that plan run cyclically on its own, which passes. So only green runs whose stretch crosses a join (the runs with a
+    green second in ``[join - yellow_reach, join + redamber_reach)``) and green seconds less than ``allred_s`` after a
+    join can break a rule; those are checked here with :func:`check_bits`'s own formulas. Cycles too short for that
+    argument (either cycle not longer than the clearance or than the two reaches together) get the full check."""
+    min_g, max_g, yel, ra, ii, jj, clearance, reach_y, reach_ra = _spec_rules(spec)
+    c1, c2 = first.cycle_s, second.cycle_s
+    if min(c1, c2) <= max(clearance, reach_y + reach_ra):
+        return not check_bits("", sequence_bits(first, first_from, second, second_from), spec)
+    r1, r2 = first.starts[first_from], second.starts[second_from]
+    m1, m2 = (1 << c1) - 1, (1 << c2) - 1
+    cycle = c1 + c2
+    full = (1 << cycle) - 1
+
+    def joined(x: int, y: int) -> int:  # as sequence_bits joins one group's bitsets
+        return ((((x >> r1) | (x << (c1 - r1))) & m1) |
+                ((((y >> r2) | (y << (c2 - r2))) & m2) << c1))
+
+    def around(c: int, m: int, r: int, before: int, after: int) -> int:
+        """Seconds [r - before, r + after) of a plan of cycle c (cyclically): where its part of the sequence meets
+        the other plan's, at its start r and at its end (r again, one cycle on)."""
+        shift = (r - before) % c
+        w = (1 << (before + after)) - 1
+        return ((w << shift) | (w >> (c - shift))) & m
+
+    # a run's checks reach across a join iff it has a green second in [join - reach_y, join + reach_ra): in each
+    # plan's own seconds, [r - reach_y, r + reach_ra) around its part's start r
+    win1, win2 = around(c1, m1, r1, reach_y, reach_ra), around(c2, m2, r2, reach_y, reach_ra)
+    # (the same windows in the sequence's seconds)
+    window = joined(win1, win2)
+    green1, green2 = first.green, second.green
+    for i in range(len(green1)):
+        if not (green1[i] & win1 or green2[i] & win2):
+            continue
+        g = joined(green1[i], green2[i])
+        if g == full:
+            continue
+        gg = g | (g << cycle)
+        starts = g & ~(((g << 1) | (g >> (cycle - 1))) & full) & window  # runs starting in the window
+        for a in (c1 - reach_y, cycle - reach_y):  # and the runs the window begins in
+            if g >> a & 1:
+                top = a + cycle
+                starts |= 1 << ((~gg & ((1 << top) - 1)).bit_length() % cycle)
+        yy = rr = 0
+        if yel[i]:
+            yy = joined(first.yellow[i], second.yellow[i])
+            yy |= yy << cycle
+        if ra[i]:
+            rr = joined(first.redamber[i], second.redamber[i])
+            rr |= rr << cycle
+        while starts:
+            low = starts & -starts
+            starts ^= low
+            start = low.bit_length() - 1
+            length = _trailing_ones(gg >> start)
+            if (min_g[i] and length < min_g[i]) or (max_g[i] and length > max_g[i]):
+                return False
+            if yel[i] and _trailing_ones(yy >> ((start + length) % cycle)) < yel[i]:
+                return False
+            if ra[i]:
+                top = start + cycle
+                if top - (~rr & ((1 << top) - 1)).bit_length() < ra[i]:
+                    return False
+    if clearance <= 0 or not ii:
+        return True  # green together, and green right after a conflicting group, read one second: inside a plan
+    # a green second whose clearance reaches back across a join: the first `clearance` seconds of either part
+    after1, after2 = around(c1, m1, r1, 0, clearance), around(c2, m2, r2, 0, clearance)
+    recent: dict[int, int] = {}
+    for i, j in zip(ii, jj, strict=True):
+        for a, b in ((i, j), (j, i)):
+            if not (green1[b] & after1 or green2[b] & after2):
+                continue
+            gb = joined(green1[b] & after1, green2[b] & after2)
+            r = recent.get(a)
+            if r is None:
+                r = act = joined(green1[a] | first.yellow[a], green2[a] | second.yellow[a])
+                for k in range(1, clearance + 1):
+                    r |= ((act << k) | (act >> (cycle - k))) & full
+                recent[a] = r
+            if gb & r:
+                return False
+    return True
 
 
 def derive_spec(

@@ -25,6 +25,7 @@ from engine.safety import (
     expand,
     plan_bits,
     sequence_bits,
+    switch_safe,
 )
 
 
@@ -162,3 +163,90 @@ def test_switch_bitsets_equal_check_plan_on_the_composite(case):
     assert check_bits("J", sequence_bits(plan_bits(old), (k + 1) % len(old.phases), plan_bits(new), j), spec) == want
     assert transition_errors(old, k, new, j, spec) == want
     assert TransitionCache().safe(old, k, new, j, spec) == (not want)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# switch_safe: the transition verdict read at the joins only, for two plans that pass the rules on their own
+
+
+def _stage_plan(draw_int, n: int, spec: SignalSpec) -> SignalPlan:
+    """A plan shaped like real ones (green stages with yellow, all-red and red-amber between them) whose durations are
+    drawn around the spec's limits, so that many pass the rules and some do not. ``draw_int(lo, hi)``: an integer."""
+    stages = []
+    for _ in range(draw_int(1, 4)):
+        greens = {i for i in range(n) if draw_int(0, 2) == 0} or {draw_int(0, n - 1)}
+        stages.append(greens)
+    ped = spec.is_pedestrian
+    phases = []
+    for s, greens in enumerate(stages):
+        nxt = stages[(s + 1) % len(stages)]
+        phases.append(Phase("".join(("G" if draw_int(0, 3) else "g") if i in greens else "r" for i in range(n)),
+                            draw_int(1, 25)))
+        stopping, starting = greens - nxt, nxt - greens
+        if stopping and draw_int(0, 5):
+            phases.append(Phase("".join("r" if i in stopping and ped[i] else "y" if i in stopping else
+                                        "G" if i in greens else "r" for i in range(n)), draw_int(1, 4)))
+        if draw_int(0, 4):
+            phases.append(Phase("".join("G" if i in greens - stopping else "r" for i in range(n)), draw_int(1, 5)))
+        if starting and draw_int(0, 3):
+            phases.append(Phase("".join("u" if i in starting else "G" if i in greens - stopping else "r"
+                                        for i in range(n)), draw_int(1, 2)))
+    return make_plan("J", phases, offset_s=draw_int(0, 99))
+
+
+def _stage_spec(draw_int, n: int) -> SignalSpec:
+    ped = np.array([draw_int(0, 3) == 0 for _ in range(n)])
+    conflicts = np.array([[draw_int(0, 1) == 1 for _ in range(n)] for _ in range(n)])
+    if draw_int(0, 3):
+        conflicts = (conflicts | conflicts.T) & ~np.eye(n, dtype=bool)
+    ints = lambda lo, hi: np.array([draw_int(lo, hi) for _ in range(n)], np.int32)  # noqa: E731
+    max_g = np.where(ints(0, 1) == 1, ints(8, 40), 0).astype(np.int32)
+    return SignalSpec("J", ints(0, 8), max_g, np.where(ped, 0, ints(0, 4)).astype(np.int32), ints(0, 2),
+                      draw_int(-1, 5), conflicts, is_pedestrian=ped)
+
+
+def _switch_verdicts(old: SignalPlan, k: int, new: SignalPlan, j: int, spec: SignalSpec) -> tuple[bool, bool]:
+    """(the full check's verdict on the composite, the second-by-second twin's) for leaving old's phase k into new's
+    phase j."""
+    composite = make_plan("J", old.phases[k + 1:] + old.phases[:k + 1] + new.phases[j:] + new.phases[:j])
+    full = not check_bits("J", sequence_bits(plan_bits(old), (k + 1) % len(old.phases), plan_bits(new), j), spec)
+    return full, not check_plan_by_second(composite, spec)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.data())
+def test_switch_safe_equals_the_full_check_and_its_twin(data):
+    """For plans that pass the rules alone, the join-only verdict is the full check's on the composite (and the
+    twin's); for any plans, the transition memo's verdict is too (it uses the join-only check only when both pass)."""
+    draw_int = lambda lo, hi: data.draw(st.integers(lo, hi))  # noqa: E731
+    n = draw_int(1, 5)
+    spec = _stage_spec(draw_int, n)
+    old, new = _stage_plan(draw_int, n, spec), _stage_plan(draw_int, n, spec)
+    k, j = draw_int(0, len(old.phases) - 1), draw_int(0, len(new.phases) - 1)
+    full, twin = _switch_verdicts(old, k, new, j, spec)
+    assert full == twin
+    assert TransitionCache().safe(old, k, new, j, spec) == full
+    if not check_plan(old, spec) and not check_plan(new, spec):
+        assert switch_safe(plan_bits(old), (k + 1) % len(old.phases), plan_bits(new), j, spec) == full
+
+
+def test_switch_safe_on_many_clean_pairs():
+    """The same comparison over pairs drawn until thousands of them pass the rules alone, so that the join-only
+    verdict is exercised on safe and unsafe switches alike (both kinds must occur), with several specs."""
+    rng = np.random.default_rng(2026)
+    draw_int = lambda lo, hi: int(rng.integers(lo, hi + 1))  # noqa: E731
+    seen = {True: 0, False: 0}
+    for _ in range(300):
+        n = draw_int(1, 5)
+        spec = _stage_spec(draw_int, n)
+        clean = [p for p in (_stage_plan(draw_int, n, spec) for _ in range(40)) if not check_plan(p, spec)]
+        for _ in range(30 if len(clean) > 1 else 0):
+            old, new = clean[draw_int(0, len(clean) - 1)], clean[draw_int(0, len(clean) - 1)]
+            for k in range(len(old.phases)):
+                j = draw_int(0, len(new.phases) - 1)
+                full, twin = _switch_verdicts(old, k, new, j, spec)
+                assert full == twin
+                fast = switch_safe(plan_bits(old), (k + 1) % len(old.phases), plan_bits(new), j, spec)
+                assert fast == full, (old, k, new, j, spec)
+                seen[full] += 1
+    assert seen[True] > 1000 and seen[False] > 1000, seen
