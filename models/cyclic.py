@@ -9,7 +9,9 @@ time and smoothed by Robertson's recursive platoon dispersion,
 
 solved exactly for the periodic profile. A deterministic point queue per movement discharges at
 ``sat_flow * level(t)`` (effective green windows: start-up lost time and end gain already applied, permissive
-greens at a reduced level). Movements are swept in a given order until the departure profiles stop changing (the
+greens at a reduced level). A movement that gives way (models.yielding) has that capacity multiplied, second by
+second, by its gap-acceptance factor from the opposing movements' departure profiles, plus its sneakers at the end
+of each window. Movements are swept in a given order until the departure profiles stop changing (the
 periodic steady state); on a network without feeds one sweep is exact.
 
 Within each second arrivals and capacity are uniform, so the queue is piecewise linear and the delay (area under
@@ -41,6 +43,9 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from models.yielding import Yielding, factor_at, flat
+from models.yielding import normalise as _normalise_yielding
+
 __all__ = [
     "CyclicEvaluator",
     "CyclicMovementOut",
@@ -68,6 +73,8 @@ class CyclicNet(NamedTuple):
     order: int64 (M,) the order in which movements are evaluated in a sweep (upstream first converges fastest).
     stop_penalty_s: float64 (M,) time lost per stop (deceleration and acceleration), added to the totals'
         delay; None for none.
+    yielding: permissive movements that give way and the lanes they hold up (models.yielding): a movement's
+        capacity in second t is multiplied by its factor from the opposing departure profiles; None for none.
     """
 
     sat_veh_s: np.ndarray
@@ -79,6 +86,29 @@ class CyclicNet(NamedTuple):
     in_keep: np.ndarray
     order: np.ndarray
     stop_penalty_s: np.ndarray | None = None
+    yielding: Yielding | None = None
+
+
+class _KernelNet(NamedTuple):
+    """CyclicNet as the kernels take it: normalised, with its Yielding flattened into yield_* fields."""
+
+    sat_veh_s: np.ndarray
+    entry_veh_s: np.ndarray
+    in_ptr: np.ndarray
+    in_src: np.ndarray
+    in_share: np.ndarray
+    in_shift_s: np.ndarray
+    in_keep: np.ndarray
+    order: np.ndarray
+    stop_penalty_s: np.ndarray
+    yield_gap_s: float
+    yield_opp_ptr: np.ndarray
+    yield_opp_mov: np.ndarray
+    yield_mix: np.ndarray
+    yield_mg_ptr: np.ndarray
+    yield_mg_group: np.ndarray
+    yield_mg_weight: np.ndarray
+    yield_sneak_veh: np.ndarray
 
 
 class CyclicPlans(NamedTuple):
@@ -230,6 +260,15 @@ def _build_capacity(sat, starts, lens, levels, p, cap):
 
 
 @njit(cache=True)
+def _add_sneakers(starts, lens, p, veh, cap):
+    """cap[t] += veh in the last second of every window (not for a window covering the whole period)."""
+    for w in range(starts.shape[0]):
+        if 0.0 < lens[w] < p:
+            t = int(np.ceil(starts[w] + lens[w])) - 1
+            cap[t % p] += veh
+
+
+@njit(cache=True)
 def _green_end(starts, lens, p):
     """A second at which the movement's longest window has just ended (where a queue is least likely), or 0."""
     best = -1.0
@@ -297,7 +336,8 @@ def _evaluate_one(net, links, plans, opts, k, dep, disp, arr, cap, tmp, mcache, 
     for li in range(disp.shape[0]):
         for t in range(p):
             disp[li, t] = 0.0
-    has_feeds = net.in_ptr[n_mov] > 0
+    # coupled movements (feeds, or capacities that depend on opposing departures) need sweeps to a fixed point
+    has_feeds = net.in_ptr[n_mov] > 0 or net.yield_mg_ptr[n_mov] > 0
     max_sweeps = opts.max_sweeps if has_feeds else 1
     t_h = opts.period_h
     cap_floor = opts.min_capacity_veh_s * p
@@ -314,6 +354,11 @@ def _evaluate_one(net, links, plans, opts, k, dep, disp, arr, cap, tmp, mcache, 
                     if stamp[net.in_src[f], 0] > stamp[m, 1]:
                         stale = True
                         break
+                for e in range(net.yield_mg_ptr[m], net.yield_mg_ptr[m + 1]):
+                    g = net.yield_mg_group[e]
+                    for i in range(net.yield_opp_ptr[g], net.yield_opp_ptr[g + 1]):
+                        if stamp[net.yield_opp_mov[i], 0] > stamp[m, 1]:
+                            stale = True
                 if not stale:
                     continue
             stamp[m, 1] = counter
@@ -329,6 +374,12 @@ def _evaluate_one(net, links, plans, opts, k, dep, disp, arr, cap, tmp, mcache, 
             _build_capacity(
                 net.sat_veh_s[m], plans.win_start_s[k, m], plans.win_len_s[k, m], plans.win_level[k, m], p, cap
             )
+            if net.yield_mg_ptr[m + 1] > net.yield_mg_ptr[m]:
+                for t in range(p):
+                    if cap[t] > 0.0:
+                        cap[t] *= factor_at(net, m, dep, t)
+                if net.yield_sneak_veh[m] > 0.0:
+                    _add_sneakers(plans.win_start_s[k, m], plans.win_len_s[k, m], p, net.yield_sneak_veh[m], cap)
             a_sum = 0.0
             c_sum = 0.0
             for t in range(p):
@@ -455,7 +506,7 @@ def _check(net: CyclicNet, plans: CyclicPlans) -> tuple[int, int]:
 
 def _normalise(net: CyclicNet, plans: CyclicPlans, opts: CyclicOptions):
     """Contiguous arrays of the dtypes the kernels are compiled for (one compiled specialisation)."""
-    net = CyclicNet(
+    net = _KernelNet(
         np.ascontiguousarray(net.sat_veh_s, np.float64),
         np.ascontiguousarray(net.entry_veh_s, np.float64),
         np.ascontiguousarray(net.in_ptr, np.int64),
@@ -466,6 +517,7 @@ def _normalise(net: CyclicNet, plans: CyclicPlans, opts: CyclicOptions):
         np.ascontiguousarray(net.order, np.int64),
         np.zeros(net.sat_veh_s.shape[0]) if net.stop_penalty_s is None else
         np.ascontiguousarray(net.stop_penalty_s, np.float64),
+        *flat(_normalise_yielding(net.yielding, net.sat_veh_s.shape[0])),
     )
     plans = CyclicPlans(
         np.ascontiguousarray(plans.period_s, np.int64),

@@ -118,6 +118,10 @@ class Network:
     mov_in_lanes: tuple[tuple[str, ...], ...] = ()
     mov_out_lanes: tuple[tuple[str, ...], ...] = ()
     lane_length_m: dict[str, float] = field(repr=False, default_factory=dict)
+    # links whose paths cross or merge (the junction's foe matrix), pairs the program shows green together included
+    # (link_foe leaves those out): a 'g' link gives way to its path foes; CSR like link_foe, empty when unknown
+    link_path_foe_ptr: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int32))
+    link_path_foe: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
 
     def __post_init__(self) -> None:
         for value in self.__dict__.values():

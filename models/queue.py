@@ -7,7 +7,9 @@ approach was full). One step of one second:
 1. space of approach a = storage_a - (queues + vehicles in transit on a), from the start of the step;
 2. every movement asks to send ``min(queue + arrivals + entry requests, sat_flow * level(t))`` and every entry asks
    to enter; requests into each approach are scaled by ``phi_a = min(1, space_a / requests_a)`` (merge in
-   proportion to demand);
+   proportion to demand); a movement that gives way (models.yielding) then has its capacity multiplied by its
+   gap-acceptance factor from what the opposing movements send in this second, cut to their downstream phi (plus its
+   sneakers in the last second of a green);
 3. a movement's discharge is scaled by the smallest phi of the approaches it feeds (first-in-first-out: a blocked
    vehicle at the head holds the lane group), entries by their own approach's phi;
 4. the queue moves by the exact one-second fluid update (uniform arrivals and service within the second, so the
@@ -32,6 +34,8 @@ import numpy as np
 from numba import njit, prange
 
 from models.cyclic import _queue_second
+from models.yielding import Yielding, factor_now, flat
+from models.yielding import normalise as _normalise_yielding
 
 __all__ = [
     "QueueDemand",
@@ -55,6 +59,9 @@ class QueueNet(NamedTuple):
     out_dst: int64 (E,) downstream movement.
     out_share: float64 (E,) share of m's departures that go on to out_dst (per m sum <= 1; the rest exits).
     out_delay_s: int64 (E,) travel time stop line to downstream stop line, whole seconds >= 1.
+    yielding: permissive movements that give way and the lanes they hold up (models.yielding): a movement's
+        capacity in a second is multiplied by its factor from the opposing movements' discharge in that second (as
+        offered, before downstream blocking); None for none.
     """
 
     sat_veh_s: np.ndarray
@@ -64,6 +71,27 @@ class QueueNet(NamedTuple):
     out_dst: np.ndarray
     out_share: np.ndarray
     out_delay_s: np.ndarray
+    yielding: Yielding | None = None
+
+
+class _KernelNet(NamedTuple):
+    """QueueNet as the kernels take it: normalised, with its Yielding flattened into yield_* fields."""
+
+    sat_veh_s: np.ndarray
+    mov_approach: np.ndarray
+    storage_veh: np.ndarray
+    out_ptr: np.ndarray
+    out_dst: np.ndarray
+    out_share: np.ndarray
+    out_delay_s: np.ndarray
+    yield_gap_s: float
+    yield_opp_ptr: np.ndarray
+    yield_opp_mov: np.ndarray
+    yield_mix: np.ndarray
+    yield_mg_ptr: np.ndarray
+    yield_mg_group: np.ndarray
+    yield_mg_weight: np.ndarray
+    yield_sneak_veh: np.ndarray
 
 
 class QueueDemand(NamedTuple):
@@ -126,11 +154,12 @@ def initial_state(
 
 
 @njit(cache=True)
-def _advance(net, dem, level, state, kpi, n_steps, occ, space, req, phi, a_in, ent, send):
+def _advance(net, dem, level, state, kpi, n_steps, occ, space, req, phi, a_in, ent, send, cmul, eff):
     """Advance ``state`` by n_steps seconds under discharge levels ``level`` (L, M); accumulate into ``kpi``.
 
-    Scratch: occ, space, req, phi (A,); a_in, ent, send (M,).
+    Scratch: occ, space, req, phi (A,); a_in, ent, send, cmul, eff (M,).
     """
+    any_yield = net.yield_mg_ptr[net.yield_mg_ptr.shape[0] - 1] > 0
     n_mov = net.sat_veh_s.shape[0]
     n_appr = net.storage_veh.shape[0]
     n_lvl = level.shape[0]
@@ -166,11 +195,34 @@ def _advance(net, dem, level, state, kpi, n_steps, occ, space, req, phi, a_in, e
             avail = q[m] + a_in[m] + ent[m]
             send[m] = avail if avail < c else c
             req[net.mov_approach[m]] += ent[m]
+            cmul[m] = 1.0
         for m in range(n_mov):
             for e in range(net.out_ptr[m], net.out_ptr[m + 1]):
                 req[net.mov_approach[net.out_dst[e]]] += send[m] * net.out_share[e]
         for a in range(n_appr):
             phi[a] = 1.0 if req[a] <= space[a] else space[a] / req[a]
+        if any_yield:
+            # movements that give way: capacity factor from the opposing discharge in this second (as offered, cut
+            # to the space downstream)
+            for m in range(n_mov):
+                f = 1.0
+                for e in range(net.out_ptr[m], net.out_ptr[m + 1]):
+                    pa = phi[net.mov_approach[net.out_dst[e]]]
+                    if pa < f:
+                        f = pa
+                eff[m] = send[m] * f
+            for m in range(n_mov):
+                if net.yield_mg_ptr[m + 1] > net.yield_mg_ptr[m]:
+                    cmul[m] = factor_now(net, m, eff)
+            nxt = (t + 1) % n_lvl
+            for m in range(n_mov):
+                if net.yield_sneak_veh[m] > 0.0 and level[row, m] > 0.0 and level[nxt, m] == 0.0:
+                    # the last second of a green: those waiting inside the junction clear (as extra capacity)
+                    cmul[m] += net.yield_sneak_veh[m] / (net.sat_veh_s[m] * level[row, m])
+                if cmul[m] != 1.0:
+                    c = net.sat_veh_s[m] * level[row, m] * cmul[m]
+                    avail = q[m] + a_in[m] + ent[m]
+                    send[m] = avail if avail < c else c
         # 3.-4. entries, discharge, queue update, delay lines
         for m in range(n_mov):
             adm = ent[m] * phi[net.mov_approach[m]]
@@ -184,7 +236,7 @@ def _advance(net, dem, level, state, kpi, n_steps, occ, space, req, phi, a_in, e
                 pa = phi[net.mov_approach[net.out_dst[e]]]
                 if pa < f:
                     f = pa
-            c = net.sat_veh_s[m] * level[row, m]
+            c = net.sat_veh_s[m] * level[row, m] * cmul[m]
             if f < 1.0:
                 # discharge cut to the downstream space; the queue then runs at that rate all second
                 c_blk = send[m] * f
@@ -216,7 +268,7 @@ def _advance(net, dem, level, state, kpi, n_steps, occ, space, req, phi, a_in, e
 def _run_kernel(net, dem, level, state, kpi, n_steps, n_appr):
     n_mov = net.sat_veh_s.shape[0]
     _advance(net, dem, level, state, kpi, n_steps, np.zeros(n_appr), np.zeros(n_appr), np.zeros(n_appr),
-             np.zeros(n_appr), np.zeros(n_mov), np.zeros(n_mov), np.zeros(n_mov))
+             np.zeros(n_appr), np.zeros(n_mov), np.zeros(n_mov), np.zeros(n_mov), np.zeros(n_mov), np.zeros(n_mov))
 
 
 @njit(cache=True)
@@ -246,6 +298,8 @@ def _chunk(net, dem, levels, state0, kpi, n_steps, k0, k1, c, th_q, th_b, th_rin
     a_in = np.zeros(n_mov)
     ent = np.zeros(n_mov)
     send = np.zeros(n_mov)
+    cmul = np.zeros(n_mov)
+    eff = np.zeros(n_mov)
     for k in range(k0, k1):
         th_q[c, :] = state0.queue_veh
         th_b[c, :] = state0.backlog_veh
@@ -256,11 +310,11 @@ def _chunk(net, dem, levels, state0, kpi, n_steps, k0, k1, c, th_q, th_b, th_rin
         kk = QueueKpis(kpi.delay_veh_s[k], kpi.backlog_delay_veh_s[k], kpi.stops_veh[k], kpi.arrivals_veh[k],
                        kpi.departures_veh[k], kpi.entered_veh[k], kpi.exited_veh[k], kpi.max_queue_veh[k],
                        kpi.blocked_s[k])
-        _advance(net, dem, levels[k], st, kk, n_steps, occ, space, req, phi, a_in, ent, send)
+        _advance(net, dem, levels[k], st, kk, n_steps, occ, space, req, phi, a_in, ent, send, cmul, eff)
 
 
-def _normalise(net: QueueNet, dem: QueueDemand) -> tuple[QueueNet, QueueDemand]:
-    net = QueueNet(
+def _normalise(net: QueueNet, dem: QueueDemand) -> tuple[_KernelNet, QueueDemand]:
+    net = _KernelNet(
         np.ascontiguousarray(net.sat_veh_s, np.float64),
         np.ascontiguousarray(net.mov_approach, np.int64),
         np.ascontiguousarray(net.storage_veh, np.float64),
@@ -268,6 +322,7 @@ def _normalise(net: QueueNet, dem: QueueDemand) -> tuple[QueueNet, QueueDemand]:
         np.ascontiguousarray(net.out_dst, np.int64),
         np.ascontiguousarray(net.out_share, np.float64),
         np.ascontiguousarray(net.out_delay_s, np.int64),
+        *flat(_normalise_yielding(net.yielding, net.sat_veh_s.shape[0])),
     )
     dem = QueueDemand(np.ascontiguousarray(dem.entry_veh_s, np.float64), int(dem.bin_steps))
     n_mov = net.sat_veh_s.shape[0]

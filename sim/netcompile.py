@@ -272,6 +272,7 @@ def compile_network(
     link_signal_l, link_movement_l, link_crossing_l = [], [], []
     link_min_l, link_yel_l, link_ra_l = [], [], []
     foe_lists: list[list[int]] = []
+    path_foe_lists: list[list[int]] = []
     mov_signal, mov_from, mov_to, mov_turn, mov_lanes, mov_sat, mov_speed, mov_prot = [], [], [], [], [], [], [], []
     mov_links: list[list[int]] = []
     mov_in_lanes: list[tuple[str, ...]] = []
@@ -417,6 +418,7 @@ def compile_network(
             link_yel_l.append(int(spec.yellow_s[li]))
             link_ra_l.append(int(spec.redamber_s[li]))
             foe_lists.append([base + int(f) for f in np.flatnonzero(spec.conflicts[li])])
+            path_foe_lists.append([base + int(f) for f in np.flatnonzero(foes[li])])
 
     mov_approach = [approach_index[(signal_ids[s], f)] for s, f in zip(mov_signal, mov_from, strict=True)]
 
@@ -457,6 +459,7 @@ def compile_network(
     if stale:
         raise ScenarioError(f"saturation-flow override for {stale[0]} names no signalised movement", net_path)
     foe_ptr, foe_flat = csr(foe_lists)
+    path_foe_ptr, path_foe_flat = csr(path_foe_lists)
     ml_ptr, ml_flat = csr(mov_links)
     edge_length = {e: v[0][0] for e, v in edge_lanes.items() if v and edge_function.get(e) == "normal"}
     edge_speed = {e: max(ln[1] for ln in v) for e, v in edge_lanes.items() if v and edge_function.get(e) == "normal"}
@@ -488,6 +491,8 @@ def compile_network(
         link_redamber_s=np.array(link_ra_l, i32),
         link_foe_ptr=foe_ptr,
         link_foe=foe_flat,
+        link_path_foe_ptr=path_foe_ptr,
+        link_path_foe=path_foe_flat,
         mov_signal=np.array(mov_signal, i32),
         mov_approach=np.array(mov_approach, i32),
         mov_from_edge=tuple(mov_from),

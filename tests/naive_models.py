@@ -32,6 +32,31 @@ def naive_capacity(sat: float, starts, lens, levels, period: int) -> list[float]
     return cap
 
 
+def naive_yield_factor(y, m: int, rate) -> float:
+    """Capacity factor of movement m (models.yielding): on each lane group it uses, the mixed lane's discharge
+    phi / ((1 - mix) phi + mix) with phi = exp(-gap * opposing flow), weighted by m's share on those lanes.
+    ``rate[o]``: movement o's flow, veh/s."""
+    if y is None:
+        return 1.0
+    f = 1.0
+    for e in range(int(y.mg_ptr[m]), int(y.mg_ptr[m + 1])):
+        g = int(y.mg_group[e])
+        flow = sum(rate[int(o)] for o in y.opp_mov[int(y.opp_ptr[g]):int(y.opp_ptr[g + 1])])
+        phi = math.exp(-y.gap_s * flow)
+        mix = float(y.mix[g])
+        f += float(y.mg_weight[e]) * (phi / ((1 - mix) * phi + mix) - 1)
+    return f
+
+
+def naive_sneakers(starts, lens, period: int, veh: float) -> list[float]:
+    """Extra capacity: ``veh`` in the last second of every window shorter than the period."""
+    out = [0.0] * period
+    for a, length in zip(starts, lens, strict=True):
+        if 0 < length < period:
+            out[(math.ceil(a + length) - 1) % period] += veh
+    return out
+
+
 def naive_disperse(x: list[float], shift: int, keep: float) -> list[float]:
     """Run Robertson's recursion over many periods from zero; return the last (periodic) period."""
     period = len(x)
@@ -93,6 +118,8 @@ def naive_cyclic(net, plans, opts) -> tuple[dict, dict]:
          for e in range(int(net.in_ptr[m]), int(net.in_ptr[m + 1]))]
         for m in range(n_mov)
     ]
+    y = getattr(net, "yielding", None)
+    coupled = any(feeds) or (y is not None and int(y.mg_ptr[-1]) > 0)
     for k in range(k_all):
         period = int(plans.period_s[k])
         deps = [[0.0] * period for _ in range(n_mov)]
@@ -106,6 +133,13 @@ def naive_cyclic(net, plans, opts) -> tuple[dict, dict]:
                     arr = [a + share * d for a, d in zip(arr, disp, strict=True)]
                 cap = naive_capacity(float(net.sat_veh_s[m]), plans.win_start_s[k, m], plans.win_len_s[k, m],
                                      plans.win_level[k, m], period)
+                if y is not None and y.mg_ptr[m + 1] > y.mg_ptr[m]:
+                    # gives way: the opposing movements' departures in the same second (latest profiles)
+                    cap = [c * naive_yield_factor(y, m, [d[t] for d in deps]) if c > 0 else c
+                           for t, c in enumerate(cap)]
+                    extra = naive_sneakers(plans.win_start_s[k, m], plans.win_len_s[k, m], period,
+                                           float(y.sneak_veh[m]))
+                    cap = [c + x for c, x in zip(cap, extra, strict=True)]
                 a_sum, c_sum = sum(arr), sum(cap)
                 c_eff = max(c_sum, opts.min_capacity_veh_s * period)
                 x = a_sum / c_eff if a_sum > 0 else 0.0
@@ -128,7 +162,7 @@ def naive_cyclic(net, plans, opts) -> tuple[dict, dict]:
                 rows[m] = dict(flow_veh_h=flow_h, capacity_veh_h=cap_h, dos=x, uniform_delay_s=d1,
                                overflow_delay_s=d2, stops_per_veh=h, max_queue_veh=qmax,
                                overflow_queue_veh=flow_h / 3600 * d2)
-            if change < 1e-13 or not any(feeds):
+            if change < 1e-13 or not coupled:
                 break
         for m, row in rows.items():
             for f, v in row.items():
@@ -184,6 +218,17 @@ def naive_queue(net, dem, level, queue0, backlog0, pending0, t0: int, n_steps: i
             for dst, share, _ in outs[m]:
                 asked[appr[dst]] += send[m] * share
         phi = [1.0 if asked[a] <= space[a] else space[a] / asked[a] for a in range(n_appr)]
+        y = getattr(net, "yielding", None)
+        if y is not None and int(y.mg_ptr[-1]) > 0:
+            # movements that give way: factor from what the opposing movements send, cut to the space downstream
+            eff = [send[o] * min([phi[appr[dst]] for dst, _, _ in outs[o]] + [1.0]) for o in range(n_mov)]
+            nxt = level[(t + 1) % len(level)]
+            for m in range(n_mov):
+                if y.mg_ptr[m + 1] == y.mg_ptr[m]:
+                    continue
+                extra = float(y.sneak_veh[m]) if lv[m] > 0 and nxt[m] == 0 else 0.0
+                cap[m] = cap[m] * naive_yield_factor(y, m, eff) + extra
+                send[m] = min(q[m] + arriving[m] + want_in[m], cap[m])
         for m in range(n_mov):
             admitted = want_in[m] * phi[appr[m]]
             kpi["backlog_delay_veh_s"][m] += (backlog[m] + want_in[m] - admitted) / 2
@@ -207,3 +252,32 @@ def naive_queue(net, dem, level, queue0, backlog0, pending0, t0: int, n_steps: i
                 left -= d * share
             kpi["exited_veh"][m] += left
     return q, backlog, pending, kpi
+
+
+def random_yielding(rng, m: int):
+    """A random models.yielding.Yielding for M movements (or None for M < 2): each lane group gives way to movements
+    with lower indices than all its users (so a sweep in index order is upstream first)."""
+    from models.yielding import Yielding
+
+    if m < 2:
+        return None
+    groups = []
+    for _ in range(int(rng.integers(0, 4))):
+        hi = int(rng.integers(1, m))  # opposing movements in [0, hi), users in [hi, m)
+        opp = sorted(set(rng.integers(0, hi, int(rng.integers(1, 3))).tolist()))
+        users = sorted(set(rng.integers(hi, m, int(rng.integers(1, 3))).tolist()))
+        groups.append((opp, float(rng.uniform(0.1, 1.0)), users))
+    mg: list[list[tuple[int, float]]] = [[] for _ in range(m)]
+    for g, (_, _, users) in enumerate(groups):
+        for u in users:
+            mg[u].append((g, float(rng.uniform(0.2, 1.0))))
+    for u in range(m):  # a movement's shares on the groups' lanes sum to at most 1
+        total = sum(w for _, w in mg[u])
+        if total > 1:
+            mg[u] = [(g, w / total) for g, w in mg[u]]
+    opp_ptr = np.cumsum([0] + [len(o) for o, _, _ in groups])
+    mg_ptr = np.cumsum([0] + [len(r) for r in mg])
+    sneak = np.array([float(rng.uniform(0, 1.5)) if mg[u] else 0.0 for u in range(m)])
+    return Yielding(float(rng.uniform(0.5, 5.0)), opp_ptr, np.array([o for g in groups for o in g[0]], np.int64),
+                    np.array([mix for _, mix, _ in groups]), mg_ptr, np.array([g for r in mg for g, _ in r], np.int64),
+                    np.array([w for r in mg for _, w in r]), sneak)

@@ -17,7 +17,7 @@ from models.cyclic import (
     evaluate_profiles,
     robertson,
 )
-from tests.naive_models import naive_cyclic, naive_disperse
+from tests.naive_models import naive_cyclic, naive_disperse, random_yielding
 
 OPTS = CyclicOptions(period_h=0.25, overflow_ki=0.5, max_sweeps=400, tol_veh=1e-13, min_capacity_veh_s=1e-6)
 FIELDS = ("flow_veh_h", "capacity_veh_h", "dos", "uniform_delay_s", "overflow_delay_s", "stops_per_veh",
@@ -212,6 +212,7 @@ def random_case(draw):
         rng.uniform(0.2, 0.6, m), rng.uniform(0.0, 0.25, m) * (rng.random(m) < 0.85), np.array(ptr, np.int64),
         np.array(src, np.int64), rng.uniform(0.1, 0.7, e), rng.integers(0, 90, e), rng.uniform(0, 0.8, e) *
         (rng.random(e) < 0.8), np.arange(m), rng.uniform(0, 6, m) if rng.random() < 0.5 else None,
+        random_yielding(rng, m) if rng.random() < 0.6 else None,
     )
     period = rng.integers(10, 91, k)
     st_ = np.zeros((k, m, w))

@@ -75,10 +75,12 @@ def test_windows_reproduce_the_programs_second_by_second(grid, data):
     got = windows_to_levels(int(period[0]), ws[0], wl[0], wv[0])
     want = expand_levels(net, states, dur, off.astype(int), int(period[0]), params)
     np.testing.assert_allclose(got, want, atol=1e-12)
-    # the kernel's own capacity profile agrees with the same levels
-    cnet = prepare(net, grid.demand).cyclic_net
+    # the kernel's own capacity profile agrees with the same levels (no movement giving way, whose capacity would
+    # also follow the opposing flow)
+    ctx = prepare(net, grid.demand, ModelParams(yield_gap_s=0.0, yield_sneakers=0.0))
     plans = cyclic.CyclicPlans(period, ws, wl, wv)
-    _, cap, _ = cyclic.evaluate_profiles(cnet, plans, prepare(net, grid.demand).cyclic_opts)
+    _, cap, _ = cyclic.evaluate_profiles(ctx.cyclic_net, plans, ctx.cyclic_opts)
+    cnet = ctx.cyclic_net
     np.testing.assert_allclose(cap.T, want * cnet.sat_veh_s[None, :], atol=1e-12)
 
 
@@ -139,7 +141,8 @@ def test_planset_of_the_own_programs_gives_the_same_arrays(grid):
 def test_both_models_share_one_signature_and_agree_roughly_when_undersaturated(grid):
     sigs = {name: inspect.signature(fn) for name, fn in MODELS.items()}
     assert len({tuple(s.parameters) for s in sigs.values()}) == 1
-    no_pen = ModelParams(stop_penalty=False, queue_storage=False, queue_random_delay=False)
+    # (no giving way: the grid's permissive left turns would be over capacity against their opposing through flow)
+    no_pen = ModelParams(stop_penalty=False, queue_storage=False, queue_random_delay=False, yield_gap_s=0.0)
     ev = {name: fn(grid.net, grid.demand, None, no_pen) for name, fn in MODELS.items()}
     for e in ev.values():
         assert isinstance(e, Evaluation)
@@ -226,7 +229,7 @@ def test_queue_storage_is_the_whole_stretch_between_stop_lines():
 
 def test_network_delay_is_the_mean_delay_when_nothing_waits_outside(grid):
     for fn in MODELS.values():
-        ev = fn(grid.net, grid.demand, None, ModelParams())
+        ev = fn(grid.net, grid.demand, None, ModelParams(yield_gap_s=0.0))  # undersaturated without giving way
         assert ev.max_dos < 1.0
         assert ev.network_delay_s == pytest.approx(ev.mean_delay_s, rel=1e-9)
 

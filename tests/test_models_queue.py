@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from models import closed_form as cf
 from models.cyclic import CyclicNet, CyclicOptions, CyclicPlans, evaluate_batch
 from models.queue import QueueDemand, QueueKpis, QueueNet, initial_state, run, run_batch
-from tests.naive_models import naive_queue
+from tests.naive_models import naive_queue, random_yielding
 
 INF = np.inf
 
@@ -185,7 +185,7 @@ def random_network(rng, m=None, storage_lo=2.0):
     storage = rng.uniform(storage_lo, 40, n_appr)
     storage[rng.random(n_appr) < 0.3] = INF
     net = QueueNet(rng.uniform(0.2, 0.6, m), appr, storage, np.array(ptr), np.array(dst, np.int64),
-                   np.array(share), np.array(delay, np.int64))
+                   np.array(share), np.array(delay, np.int64), random_yielding(rng, m) if rng.random() < 0.6 else None)
     n_bins = int(rng.integers(1, 4))
     dem = QueueDemand(rng.uniform(0, 0.3, (n_bins, m)) * (rng.random((n_bins, m)) < 0.7), int(rng.integers(5, 40)))
     level = rng.choice([0.0, 0.5, 1.0], (int(rng.integers(1, 40)), m))
