@@ -90,9 +90,10 @@ class TransitionCache:
     # entry keeps its plans alive, and a process hosting many controllers pays for live objects in each full GC
     def __init__(self, max_entries: int = 64):
         self._safe: dict[tuple, bool] = {}
-        # per plan: its bitsets (None: not structurally clean for the spec) and whether they pass check_bits (None: not
-        # known yet)
-        self._bits: dict[SignalPlan, tuple[PlanBits | None, bool | None]] = {}
+        # per plan object (by id: no hashing of the plan's contents; the entry holds the plan, so its id is not reused
+        # while the entry lives): the plan, its bitsets (None: not structurally clean for the spec) and whether they
+        # pass check_bits (None: not known yet)
+        self._bits: dict[int, tuple[SignalPlan, PlanBits | None, bool | None]] = {}
         self._max = max_entries
         self._spec: SignalSpec | None = None
         self.hits = 0
@@ -101,27 +102,28 @@ class TransitionCache:
     def add_bits(self, plan: SignalPlan, bits: PlanBits, spec: SignalSpec, *, clean: bool | None = None) -> None:
         """Keep bitsets already computed for ``plan`` under ``spec`` (engine.safety.check_plan_bits); ``clean``: whether
         that check found no error (None: not known)."""
-        if spec is self._spec and self._bits.get(plan, (None, None))[1] is None:
-            if len(self._bits) >= 16:
-                self._bits.clear()
-            self._bits[plan] = (bits, clean)
+        if spec is self._spec:
+            self._keep(plan, bits, clean)
 
-    def _plan_bits(self, plan: SignalPlan, spec: SignalSpec) -> tuple[PlanBits | None, bool | None]:
-        entry = self._bits.get(plan)
-        if entry is None:
-            clean = plan.n_links == spec.n_links and not check_structure(plan)
-            entry = (plan_bits(plan) if clean else None, None)
-            if len(self._bits) >= 16:
-                self._bits.clear()
-            self._bits[plan] = entry
+    def _keep(self, plan: SignalPlan, bits: PlanBits | None, clean: bool | None) -> tuple:
+        if len(self._bits) >= 16:
+            self._bits.clear()
+        entry = self._bits[id(plan)] = (plan, bits, clean)
         return entry
 
-    def _clean(self, plan: SignalPlan, entry: tuple[PlanBits, bool | None], spec: SignalSpec) -> bool:
-        """Whether ``plan`` (structurally clean, ``entry`` from :meth:`_plan_bits`) passes the timing rules alone."""
-        bits, clean = entry
+    def _plan_bits(self, plan: SignalPlan, spec: SignalSpec) -> tuple[SignalPlan, PlanBits | None, bool | None]:
+        entry = self._bits.get(id(plan))
+        if entry is None or entry[0] is not plan:
+            clean = plan.n_links == spec.n_links and not check_structure(plan)
+            entry = self._keep(plan, plan_bits(plan) if clean else None, None)
+        return entry
+
+    def _clean(self, entry: tuple[SignalPlan, PlanBits, bool | None], spec: SignalSpec) -> bool:
+        """Whether the plan of ``entry`` (from :meth:`_plan_bits`, structurally clean) passes the timing rules alone."""
+        plan, bits, clean = entry
         if clean is None:
             clean = not check_bits(plan.signal_id, bits, spec)
-            self._bits[plan] = (bits, clean)
+            self._keep(plan, bits, clean)
         return clean
 
     def safe(self, old: SignalPlan, k: int, new: SignalPlan, j: int, spec: SignalSpec) -> bool:
@@ -136,10 +138,10 @@ class TransitionCache:
             return hit
         self.misses += 1
         ea, eb = self._plan_bits(old, spec), self._plan_bits(new, spec)
-        a, b = ea[0], eb[0]
+        a, b = ea[1], eb[1]
         if a is not None and b is not None:
             k1 = (k + 1) % len(old.phases)
-            if self._clean(old, ea, spec) and self._clean(new, eb, spec):
+            if self._clean(ea, spec) and self._clean(eb, spec):
                 ok = switch_safe(a, k1, b, j, spec)
             else:
                 ok = not check_bits(new.signal_id, sequence_bits(a, k1, b, j), spec)

@@ -319,16 +319,16 @@ def switch_safe(first: PlanBits, first_from: int, second: PlanBits, second_from:
         w = (1 << (before + after)) - 1
         return ((w << shift) | (w >> (c - shift))) & m
 
-    # a run's checks reach across a join iff it has a green second in [join - reach_y, join + reach_ra): in each
-    # plan's own seconds, [r - reach_y, r + reach_ra) around its part's start r
+    # a run's checks reach across a join iff it has a green second in [join - reach_y, join + reach_ra): in the
+    # sequence's seconds, around c1 and around 0 (= cycle); in each plan's own, around its part's start r
+    window = ((((1 << (reach_y + reach_ra)) - 1) << (c1 - reach_y)) | (((1 << reach_y) - 1) << (cycle - reach_y)) |
+              ((1 << reach_ra) - 1))
     win1, win2 = around(c1, m1, r1, reach_y, reach_ra), around(c2, m2, r2, reach_y, reach_ra)
-    # (the same windows in the sequence's seconds)
-    window = joined(win1, win2)
     green1, green2 = first.green, second.green
-    for i in range(len(green1)):
-        if not (green1[i] & win1 or green2[i] & win2):
+    for i, (x, y) in enumerate(zip(green1, green2, strict=True)):
+        if not (x & win1 or y & win2):
             continue
-        g = joined(green1[i], green2[i])
+        g = joined(x, y)
         if g == full:
             continue
         gg = g | (g << cycle)
