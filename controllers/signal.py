@@ -89,11 +89,11 @@ class TransitionCache:
     # small bounds: a controller needs verdicts for its running, pending, fallback and recurring plans only; every
     # entry keeps its plans alive, and a process hosting many controllers pays for live objects in each full GC
     def __init__(self, max_entries: int = 64):
-        self._safe: dict[tuple, bool] = {}
-        # per plan object (by id: no hashing of the plan's contents; the entry holds the plan, so its id is not reused
-        # while the entry lives): the plan, its bitsets (None: not structurally clean for the spec) and whether they
-        # pass check_bits (None: not known yet)
-        self._bits: dict[int, tuple[SignalPlan, PlanBits | None, bool | None]] = {}
+        self._safe: dict[_SwitchKey, bool] = {}
+        # per plan object (by id, so that a plan's contents are hashed once, not at every look-up; the entry holds the
+        # plan, so its id is not reused while the entry lives): the plan, its bitsets (None: not structurally clean
+        # for the spec), whether they pass check_bits (None: not known yet) and the plan's hash
+        self._bits: dict[int, _PlanEntry] = {}
         self._max = max_entries
         self._spec: SignalSpec | None = None
         self.hits = 0
@@ -105,25 +105,25 @@ class TransitionCache:
         if spec is self._spec:
             self._keep(plan, bits, clean)
 
-    def _keep(self, plan: SignalPlan, bits: PlanBits | None, clean: bool | None) -> tuple:
+    def _keep(self, plan: SignalPlan, bits: PlanBits | None, clean: bool | None, h: int | None = None) -> _PlanEntry:
         if len(self._bits) >= 16:
             self._bits.clear()
-        entry = self._bits[id(plan)] = (plan, bits, clean)
+        entry = self._bits[id(plan)] = (plan, bits, clean, hash(plan) if h is None else h)
         return entry
 
-    def _plan_bits(self, plan: SignalPlan, spec: SignalSpec) -> tuple[SignalPlan, PlanBits | None, bool | None]:
+    def _plan_entry(self, plan: SignalPlan, spec: SignalSpec) -> _PlanEntry:
         entry = self._bits.get(id(plan))
         if entry is None or entry[0] is not plan:
             clean = plan.n_links == spec.n_links and not check_structure(plan)
             entry = self._keep(plan, plan_bits(plan) if clean else None, None)
         return entry
 
-    def _clean(self, entry: tuple[SignalPlan, PlanBits, bool | None], spec: SignalSpec) -> bool:
-        """Whether the plan of ``entry`` (from :meth:`_plan_bits`, structurally clean) passes the timing rules alone."""
-        plan, bits, clean = entry
+    def _clean(self, entry: _PlanEntry, spec: SignalSpec) -> bool:
+        """Whether the plan of ``entry`` (from :meth:`_plan_entry`, structurally clean) passes the rules alone."""
+        plan, bits, clean, h = entry
         if clean is None:
             clean = not check_bits(plan.signal_id, bits, spec)
-            self._keep(plan, bits, clean)
+            self._keep(plan, bits, clean, h)
         return clean
 
     def safe(self, old: SignalPlan, k: int, new: SignalPlan, j: int, spec: SignalSpec) -> bool:
@@ -131,13 +131,13 @@ class TransitionCache:
             self._safe.clear()
             self._bits.clear()
             self._spec = spec
-        key = (old, k, new, j)
+        ea, eb = self._plan_entry(old, spec), self._plan_entry(new, spec)
+        key = _SwitchKey(old, k, new, j, hash((ea[3], k, eb[3], j)))
         hit = self._safe.get(key)
         if hit is not None:
             self.hits += 1
             return hit
         self.misses += 1
-        ea, eb = self._plan_bits(old, spec), self._plan_bits(new, spec)
         a, b = ea[1], eb[1]
         if a is not None and b is not None:
             k1 = (k + 1) % len(old.phases)
@@ -151,6 +151,26 @@ class TransitionCache:
             self._safe.clear()
         self._safe[key] = ok
         return ok
+
+
+_PlanEntry = tuple[SignalPlan, PlanBits | None, bool | None, int]
+
+
+class _SwitchKey:
+    """A :class:`TransitionCache` memo key, (old plan, exit, new plan, entry) compared by the plans' contents, whose
+    hash is made from the plans' hashes computed once per plan object."""
+
+    __slots__ = ("old", "k", "new", "j", "_hash")
+
+    def __init__(self, old: SignalPlan, k: int, new: SignalPlan, j: int, h: int):
+        self.old, self.k, self.new, self.j, self._hash = old, k, new, j, h
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, _SwitchKey) and self.k == other.k and self.j == other.j and
+                (self.old is other.old or self.old == other.old) and (self.new is other.new or self.new == other.new))
 
 
 def entry_candidates(old: SignalPlan, k: int, new: SignalPlan, t_s: int | None = None) -> list[int]:

@@ -139,6 +139,7 @@ class _SpecRules(NamedTuple):
     clearance: int
     yellow_reach: int  # max(1, longest yellow): how far after a green run its check reads, s
     redamber_reach: int  # max(1, longest red-amber): how far before a green run its check reads, s
+    foes: list[tuple[int, ...]]  # per group b: the groups a whose clearance before b's green is checked (ii, jj)
 
 
 def _spec_rules(spec: SignalSpec) -> _SpecRules:
@@ -150,7 +151,9 @@ def _spec_rules(spec: SignalSpec) -> _SpecRules:
         min_g, max_g, yel, ra = (np.asarray(x).tolist() for x in (spec.min_green_s, spec.max_green_s, spec.yellow_s,
                                                                   spec.redamber_s))
         ii, jj = _conflict_pairs(spec.conflicts)
-        rules = _SpecRules(min_g, max_g, yel, ra, ii, jj, int(spec.allred_s), max([1, *yel]), max([1, *ra]))
+        foes = [tuple(a for i, j in zip(ii, jj, strict=True) for a, b in ((i, j), (j, i)) if b == g)
+                for g in range(len(min_g))]
+        rules = _SpecRules(min_g, max_g, yel, ra, ii, jj, int(spec.allred_s), max([1, *yel]), max([1, *ra]), foes)
         object.__setattr__(spec, "_check_rules", rules)  # not a field: not compared, not in repr, not copied by replace
     return rules
 
@@ -299,7 +302,7 @@ def switch_safe(first: PlanBits, first_from: int, second: PlanBits, second_from:
     green second in ``[join - yellow_reach, join + redamber_reach)``) and green seconds less than ``allred_s`` after a
     join can break a rule; those are checked here with :func:`check_bits`'s own formulas. Cycles too short for that
     argument (either cycle not longer than the clearance or than the two reaches together) get the full check."""
-    min_g, max_g, yel, ra, ii, jj, clearance, reach_y, reach_ra = _spec_rules(spec)
+    min_g, max_g, yel, ra, ii, jj, clearance, reach_y, reach_ra, foes = _spec_rules(spec)
     c1, c2 = first.cycle_s, second.cycle_s
     if min(c1, c2) <= max(clearance, reach_y + reach_ra):
         return not check_bits("", sequence_bits(first, first_from, second, second_from), spec)
@@ -361,18 +364,14 @@ def switch_safe(first: PlanBits, first_from: int, second: PlanBits, second_from:
         return True  # green together, and green right after a conflicting group, read one second: inside a plan
     # a green second whose clearance reaches back across a join: the first `clearance` seconds of either part
     after1, after2 = around(c1, m1, r1, 0, clearance), around(c2, m2, r2, 0, clearance)
-    recent: dict[int, int] = {}
-    for i, j in zip(ii, jj, strict=True):
-        for a, b in ((i, j), (j, i)):
-            if not (green1[b] & after1 or green2[b] & after2):
-                continue
-            gb = joined(green1[b] & after1, green2[b] & after2)
-            r = recent.get(a)
-            if r is None:
-                r = act = joined(green1[a] | first.yellow[a], green2[a] | second.yellow[a])
-                for k in range(1, clearance + 1):
-                    r |= ((act << k) | (act >> (cycle - k))) & full
-                recent[a] = r
+    for b, foes_b in enumerate(foes):
+        if not foes_b or not (green1[b] & after1 or green2[b] & after2):
+            continue
+        gb = joined(green1[b] & after1, green2[b] & after2)
+        for a in foes_b:
+            r = act = joined(green1[a] | first.yellow[a], green2[a] | second.yellow[a])
+            for k in range(1, clearance + 1):
+                r |= ((act << k) | (act >> (cycle - k))) & full
             if gb & r:
                 return False
     return True
