@@ -43,7 +43,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from models.yielding import Yielding, factor_at, flat
+from models.yielding import Yielding, factor_now, flat
 from models.yielding import normalise as _normalise_yielding
 
 __all__ = [
@@ -377,7 +377,7 @@ def _evaluate_one(net, links, plans, opts, k, dep, disp, arr, cap, tmp, mcache, 
             if net.yield_mg_ptr[m + 1] > net.yield_mg_ptr[m]:
                 for t in range(p):
                     if cap[t] > 0.0:
-                        cap[t] *= factor_at(net, m, dep, t)
+                        cap[t] *= factor_now(net, m, dep[:, t])
                 if net.yield_sneak_veh[m] > 0.0:
                     _add_sneakers(plans.win_start_s[k, m], plans.win_len_s[k, m], p, net.yield_sneak_veh[m], cap)
             a_sum = 0.0

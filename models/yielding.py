@@ -20,8 +20,8 @@ share of the lane. A lane the yielding movement has to itself (mix = 1) gives be
 
 :func:`build_yielding` derives the groups (one per lane that a yielding movement uses) from the compiled Network:
 which links are foes, which movements are 'G' while another is 'g' in the same phase, and the lanes of each
-movement. The kernels apply :func:`factor_at` (cyclic model: opposing departure profiles) and
-:func:`factor_now` (queue model: this second's opposing discharge) to a movement's capacity.
+movement. The kernels apply :func:`factor_now` to a movement's capacity (cyclic model: the opposing departure
+profiles in that second; queue model: what the opposing movements send in this second).
 """
 
 from __future__ import annotations
@@ -93,22 +93,10 @@ def _lane_factor(phi, mix):
 
 
 @njit(cache=True)
-def factor_at(net, m, dep, t):
-    """Capacity factor of movement m in second t, opposing departures from the profiles dep (M, P). ``net``: a
-    kernel struct with the :data:`KERNEL_FIELDS` (a Yielding flattened, see :func:`flat`)."""
-    f = 1.0
-    for e in range(net.yield_mg_ptr[m], net.yield_mg_ptr[m + 1]):
-        g = net.yield_mg_group[e]
-        q = 0.0
-        for i in range(net.yield_opp_ptr[g], net.yield_opp_ptr[g + 1]):
-            q += dep[net.yield_opp_mov[i], t]
-        f += net.yield_mg_weight[e] * (_lane_factor(np.exp(-net.yield_gap_s * q), net.yield_mix[g]) - 1.0)
-    return f
-
-
-@njit(cache=True)
 def factor_now(net, m, rate):
-    """Capacity factor of movement m given this second's opposing discharge ``rate`` (M,), veh/s."""
+    """Capacity factor of movement m given the movements' discharge ``rate`` (M,) in the same second, veh/s (the
+    queue model: what they send now; the cyclic model: a column of the departure profiles). ``net``: a kernel struct
+    with the :data:`KERNEL_FIELDS` (a Yielding flattened, see :func:`flat`)."""
     f = 1.0
     for e in range(net.yield_mg_ptr[m], net.yield_mg_ptr[m + 1]):
         g = net.yield_mg_group[e]
