@@ -140,6 +140,7 @@ class _SpecRules(NamedTuple):
     yellow_reach: int  # max(1, longest yellow): how far after a green run its check reads, s
     redamber_reach: int  # max(1, longest red-amber): how far before a green run its check reads, s
     foes: list[tuple[int, ...]]  # per group b: the groups a whose clearance before b's green is checked (ii, jj)
+    clearance_steps: tuple[int, ...]  # shifts that, applied in turn to a set and OR-ed in, cover 0..clearance
 
 
 def _spec_rules(spec: SignalSpec) -> _SpecRules:
@@ -153,7 +154,13 @@ def _spec_rules(spec: SignalSpec) -> _SpecRules:
         ii, jj = _conflict_pairs(spec.conflicts)
         foes = [tuple(a for i, j in zip(ii, jj, strict=True) for a, b in ((i, j), (j, i)) if b == g)
                 for g in range(len(min_g))]
-        rules = _SpecRules(min_g, max_g, yel, ra, ii, jj, int(spec.allred_s), max([1, *yel]), max([1, *ra]), foes)
+        clearance = int(spec.allred_s)
+        steps, span = [], 1  # span: the shifts 0 .. span - 1 are covered
+        while span <= clearance:
+            steps.append(min(span, clearance + 1 - span))
+            span += steps[-1]
+        rules = _SpecRules(min_g, max_g, yel, ra, ii, jj, clearance, max([1, *yel]), max([1, *ra]), foes,
+                           tuple(steps))
         object.__setattr__(spec, "_check_rules", rules)  # not a field: not compared, not in repr, not copied by replace
     return rules
 
@@ -235,7 +242,9 @@ def check_bits(signal_id: str, bits: PlanBits, spec: SignalSpec) -> list[str]:
     cycle = bits.cycle_s
     green, yellow, redamber = bits.green, bits.yellow, bits.redamber
     full = (1 << cycle) - 1
-    min_g, max_g, yel, ra, ii, jj, clearance = _spec_rules(spec)[:7]
+    rules = _spec_rules(spec)
+    min_g, max_g, yel, ra, ii, jj, clearance = rules[:7]
+    clearance_steps = rules.clearance_steps
     for i in range(n):
         g = green[i]
         if not g or g == full:
@@ -248,7 +257,8 @@ def check_bits(signal_id: str, bits: PlanBits, spec: SignalSpec) -> list[str]:
             low = rise & -rise
             rise ^= low
             start = (low.bit_length() - 1 + k0) % cycle
-            length = _trailing_ones(gg >> start)
+            x = gg >> start
+            length = ((x + 1) & ~x).bit_length() - 1  # _trailing_ones, inline (hot)
             if min_g[i] and length < min_g[i]:
                 errs.append(f"{sid}: group {i} green {length} s at t={start} is shorter than its minimum "
                             f"{int(min_g[i])} s")
@@ -256,7 +266,8 @@ def check_bits(signal_id: str, bits: PlanBits, spec: SignalSpec) -> list[str]:
                 errs.append(f"{sid}: group {i} green {length} s at t={start} exceeds its maximum {int(max_g[i])} s")
             if yel[i]:
                 end = (start + length) % cycle
-                y = _trailing_ones((yellow[i] | (yellow[i] << cycle)) >> end)
+                x = (yellow[i] | (yellow[i] << cycle)) >> end
+                y = ((x + 1) & ~x).bit_length() - 1
                 if y < yel[i]:
                     errs.append(f"{sid}: group {i} yellow after green at t={end} is {y} s, needs {int(yel[i])} s")
             if ra[i]:
@@ -268,25 +279,30 @@ def check_bits(signal_id: str, bits: PlanBits, spec: SignalSpec) -> list[str]:
                                 f"{int(ra[i])} s")
     if not ii:
         return errs
+    # recent[a]: seconds at most `clearance` after a second where group a is green or yellow (cyclically), built by
+    # doubling the covered shifts (0, 0..1, 0..3, ...) rather than one shift at a time
     recent = []
     for g, y in zip(green, yellow, strict=True):
-        a = g | y
-        r = a
-        for k in range(1, clearance + 1):
-            k %= cycle
-            r |= ((a << k) | (a >> (cycle - k))) & full
+        r = g | y
+        for step in clearance_steps:
+            k = step % cycle
+            r |= ((r << k) | (r >> (cycle - k))) & full
         recent.append(r)
     for i, j in zip(ii, jj, strict=True):
-        both = green[i] & green[j]
+        gi, gj = green[i], green[j]
+        both = gi & gj
         if both:
             t = (both & -both).bit_length() - 1
             errs.append(f"{sid}: conflicting groups {i} and {j} are green together at t={t}")
             continue
-        for a, b in ((i, j), (j, i)):
-            bad = green[b] & recent[a]
-            if bad:
-                errs.append(f"{sid}: group {b} turns green at t={(bad & -bad).bit_length() - 1} less than {clearance} "
-                            f"s of all-red after conflicting group {a}")
+        bad = gj & recent[i]
+        if bad:
+            errs.append(f"{sid}: group {j} turns green at t={(bad & -bad).bit_length() - 1} less than {clearance} "
+                        f"s of all-red after conflicting group {i}")
+        bad = gi & recent[j]
+        if bad:
+            errs.append(f"{sid}: group {i} turns green at t={(bad & -bad).bit_length() - 1} less than {clearance} "
+                        f"s of all-red after conflicting group {j}")
     return errs
 
 
@@ -302,7 +318,7 @@ def switch_safe(first: PlanBits, first_from: int, second: PlanBits, second_from:
     green second in ``[join - yellow_reach, join + redamber_reach)``) and green seconds less than ``allred_s`` after a
     join can break a rule; those are checked here with :func:`check_bits`'s own formulas. Cycles too short for that
     argument (either cycle not longer than the clearance or than the two reaches together) get the full check."""
-    min_g, max_g, yel, ra, ii, jj, clearance, reach_y, reach_ra, foes = _spec_rules(spec)
+    min_g, max_g, yel, ra, ii, jj, clearance, reach_y, reach_ra, foes = _spec_rules(spec)[:10]
     c1, c2 = first.cycle_s, second.cycle_s
     if min(c1, c2) <= max(clearance, reach_y + reach_ra):
         return not check_bits("", sequence_bits(first, first_from, second, second_from), spec)
