@@ -347,7 +347,7 @@ def switch_safe(first: PlanBits, first_from: int, second: PlanBits, second_from:
     for i, (x, y) in enumerate(zip(green1, green2, strict=True)):
         if not (x & win1 or y & win2):
             continue
-        g = joined(x, y)
+        g = (((x >> r1) | (x << (c1 - r1))) & m1) | ((((y >> r2) | (y << (c2 - r2))) & m2) << c1)  # joined(x, y)
         if g == full:
             continue
         gg = g | (g << cycle)
@@ -367,11 +367,14 @@ def switch_safe(first: PlanBits, first_from: int, second: PlanBits, second_from:
             low = starts & -starts
             starts ^= low
             start = low.bit_length() - 1
-            length = _trailing_ones(gg >> start)
+            x = gg >> start
+            length = ((x + 1) & ~x).bit_length() - 1  # _trailing_ones, inline (hot)
             if (min_g[i] and length < min_g[i]) or (max_g[i] and length > max_g[i]):
                 return False
-            if yel[i] and _trailing_ones(yy >> ((start + length) % cycle)) < yel[i]:
-                return False
+            if yel[i]:
+                x = yy >> ((start + length) % cycle)
+                if ((x + 1) & ~x).bit_length() - 1 < yel[i]:
+                    return False
             if ra[i]:
                 top = start + cycle
                 if top - (~rr & ((1 << top) - 1)).bit_length() < ra[i]:
