@@ -178,7 +178,7 @@ def measure_one(comp, planset, seed: int, workdir: Path, protocol: str = "defaul
     mean time loss of the vehicles that departed, the benchmark delay with the exact never-departed set (SUMO
     writes them with their wait until the end), and time loss per signal (approach edges)."""
     from sim.harness import RunConfig, sumo_command
-    from sim.kpi import parse_tripinfo
+    from sim.kpi import bus_mask, parse_tripinfo, weight_sums
     from sim.planio import planset_to_additional
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -210,7 +210,7 @@ def measure_one(comp, planset, seed: int, workdir: Path, protocol: str = "defaul
         sig[net.appr_signal[a]] += edge_loss.get(edge, 0.0)
     return {"mean_time_loss_s": float(np.nanmean(loss)) if loss.size else 0.0,
             "benchmark_delay_s": float(bench_delay), "never_departed": int(n_never), "n": int(loss.size),
-            "signal_time_loss_h": (sig / 3600).tolist()}
+            "signal_time_loss_h": (sig / 3600).tolist(), **weight_sums(ti, bus_mask(ti, sc))}
 
 
 def measure(comp, plansets, seeds, workers: int = 2, protocol: str = "default") -> list[list[dict]]:

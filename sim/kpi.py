@@ -130,13 +130,26 @@ def benchmark_delay(ti: dict, order: list[str], depart: dict[str, float], end_s:
     return d_h, d_e, len(heur), len(exact)
 
 
+def bus_mask(ti: dict, scenario) -> np.ndarray:
+    """bool per tripinfo row: the vehicle is a bus or coach (by its vType's vClass, or 'bus' in the type id)."""
+    classes = _vtype_classes(scenario.route_files, scenario.additional_files)
+    return np.array([classes.get(v, "passenger") in BUS_CLASSES for v in ti["vType"]], bool)
+
+
+def weight_sums(ti: dict, is_bus: np.ndarray) -> dict:
+    """What a bus- or pedestrian-weighted objective adds to the vehicles' delay: vehicles counted, buses' summed
+    time loss, pedestrians' summed walking time loss (s)."""
+    loss = np.nan_to_num(ti["timeLoss"])
+    return {"n_vehicles": int(len(ti["id"])), "bus_time_loss_sum_s": float(loss[is_bus].sum()),
+            "ped_time_loss_sum_s": float(np.sum(ti["person_time_loss"]))}
+
+
 def run_record(scenario, controller_name: str, cfg, workdir: Path, net, pending_ids: list[str]) -> dict:
     """The JSON run record: KPIs, queue series and per-signal figures of the run in ``workdir``."""
     ti = parse_tripinfo(workdir / "tripinfo.xml")
     order, depart = scheduled_departures(scenario.route_files, scenario.begin_s, scenario.end_s)
     d_h, d_e, n_h, n_e = benchmark_delay(ti, order, depart, scenario.end_s, pending_ids)
-    classes = _vtype_classes(scenario.route_files, scenario.additional_files)
-    is_bus = np.array([classes.get(v, "passenger") in BUS_CLASSES for v in ti["vType"]], bool)
+    is_bus = bus_mask(ti, scenario)
     arrived = int(np.sum(ti["arrival"] >= 0)) if len(ti["id"]) else 0
     stats = ET.parse(workdir / "statistics.xml").getroot() if (workdir / "statistics.xml").exists() else None
     veh = stats.find("vehicles") if stats is not None else None
@@ -164,6 +177,7 @@ def run_record(scenario, controller_name: str, cfg, workdir: Path, net, pending_
         "never_departed_exact": n_e,
         "bus_mean_time_loss_s": mean(ti["timeLoss"][is_bus]) if is_bus.any() else None,
         "ped_mean_time_loss_s": mean(ti["person_time_loss"]) if len(ti["person_time_loss"]) else None,
+        **weight_sums(ti, is_bus),
     }
     rec = {
         "scenario": scenario.name,

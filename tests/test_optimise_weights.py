@@ -382,3 +382,40 @@ def test_cli_summary_shows_weights(tmp_path, capsys):
     assert all("bus_delay_s_per_bus" in s and "ped_delay_s_per_ped" in s for s in summary["signals"])
     md = (out / "summary.md").read_text()
     assert "weighted objective (bus weight 20, pedestrian weight 1)" in md and "delay per pedestrian" in md
+
+
+# ---------------------------------------------------------------------------------- SUMO's figure under weights
+
+
+def test_sumo_score_adds_the_weighted_bus_and_pedestrian_losses_per_vehicle():
+    from engine.optimise.simcheck import sumo_score
+
+    rec = {"n_vehicles": 200, "bus_time_loss_sum_s": 400.0, "ped_time_loss_sum_s": 1000.0}
+    plain = OptimiseOptions()
+    assert sumo_score(50.0, rec, plain) == 50.0
+    assert sumo_score(50.0, rec, dataclasses.replace(plain, bus_weight=3.0)) == pytest.approx(50.0 + 2 * 400 / 200)
+    both = dataclasses.replace(plain, bus_weight=2.0, ped_weight=0.5)
+    assert sumo_score(50.0, rec, both) == pytest.approx(50.0 + (400 + 0.5 * 1000) / 200)
+    assert sumo_score(50.0, {"n_vehicles": 0}, both) == 50.0  # nothing measured: nothing to add
+
+
+def test_sumo_runs_report_the_bus_and_pedestrian_losses_the_score_needs(corridor, tmp_path):
+    """measure_one (the polish's SUMO runs) on the corridor, which has a bus line and walks: the sums equal what
+    the tripinfo file says for the bus vehicles and the persons' walks."""
+    from engine.plan import PlanSet, make_plan
+    from sim.calibrate import measure_one
+    from sim.planio import additional_to_planset
+
+    own = additional_to_planset(corridor.scenario.net_file)  # the programs, re-made as plans of their own
+    plans = PlanSet(plans=tuple(make_plan(p.signal_id, p.phases, p.offset_s) for p in own.plans))
+    rec = measure_one(corridor, plans, 1, tmp_path / "run")
+    bus_types = {v.get("id") for v in ET.parse(corridor.scenario.route_files[0]).getroot().iter("vType")
+                 if v.get("vClass") in ("bus", "coach") or "bus" in (v.get("id") or "")}
+    assert bus_types
+    root = ET.parse(tmp_path / "run" / "tripinfo.xml").getroot()
+    trips = list(root.iter("tripinfo"))
+    bus = sum(float(t.get("timeLoss")) for t in trips if t.get("vType") in bus_types)
+    walks = sum(float(w.get("timeLoss", 0)) for p in root.iter("personinfo") for w in p.iter("walk"))
+    assert rec["n_vehicles"] == len(trips)
+    assert rec["bus_time_loss_sum_s"] == pytest.approx(bus) and bus > 0
+    assert rec["ped_time_loss_sum_s"] == pytest.approx(walks) and walks > 0

@@ -13,7 +13,9 @@ that differ in the cycle:
   the starting point of the model's local search at the current cycle,
 
 runs each in SUMO on *training* seeds (default 1001-1003, disjoint from the seeds of any proof run), and keeps
-the plan with the lowest mean benchmark delay. A second round tries the cycles halfway to the neighbours of the
+the plan with the lowest mean benchmark delay (with ``--bus-weight`` / ``--ped-weight``: plus, per vehicle, what
+buses count beyond once and what pedestrians count, from their time loss in SUMO: :func:`sumo_score`; the SUMO polish
+uses the same figure). A second round tries the cycles halfway to the neighbours of the
 winner and, at the best and the shortest cycle level, a hedge against the model's least certain input: plans made
 by the model with no capacity for permissive turns that also have a protected phase (SUMO's drivers find fewer
 gaps than the model's permissive level assumes; Webster-style splits, which ignore permissive capacity, win on
@@ -37,6 +39,19 @@ from pathlib import Path
 import numpy as np
 
 KPI = "benchmark_delay_exact_s"  # the exact never-departed set (the RESCO heuristic is noisy on flow demand)
+
+
+def sumo_score(delay_s: float, rec: dict, options) -> float:
+    """A plan's training figure in SUMO under the optimiser's objective weights: the vehicles' mean delay ``delay_s``
+    plus, per vehicle, what buses count beyond once ((bus_weight - 1) x their summed time loss) and what pedestrians
+    count (ped_weight x their summed walking time loss); ``rec``: a run's figures with ``n_vehicles``,
+    ``bus_time_loss_sum_s`` and ``ped_time_loss_sum_s`` (sim.kpi.weight_sums). Without weights: ``delay_s``."""
+    wb = float(getattr(options, "bus_weight", 1.0))
+    wp = float(getattr(options, "ped_weight", 0.0))
+    n = int(rec.get("n_vehicles") or 0)
+    if (wb == 1.0 and wp == 0.0) or n <= 0:
+        return float(delay_s)
+    return float(delay_s) + ((wb - 1.0) * rec["bus_time_loss_sum_s"] + wp * rec["ped_time_loss_sum_s"]) / n
 
 
 @dataclass(frozen=True)
@@ -86,8 +101,8 @@ def _run_sumo(cands: list[Candidate], spec: str, routes, begin, end, opts: SimCh
         atomic_write(plan, encode_planset(to_planset(c.inst, c.result.solution)))
         recs = evaluate(spec, ["plan"], list(opts.seeds), d / "runs", plan=str(plan), protocol=opts.protocol,
                         routes=routes, begin_s=begin, end_s=end, jobs=opts.jobs, progress=False)
-        vals = [r["kpi"][KPI] for r in recs if r.get("status") == "ok" and r.get("kpi")
-                and r["kpi"].get(KPI) is not None]
+        vals = [sumo_score(r["kpi"][KPI], r["kpi"], c.inst.options) for r in recs
+                if r.get("status") == "ok" and r.get("kpi") and r["kpi"].get(KPI) is not None]
         c.sumo_values = tuple(float(v) for v in vals)
         c.sumo_delay_s = float(np.mean(vals)) if len(vals) == len(opts.seeds) else math.inf
 

@@ -119,6 +119,7 @@ def sim_polish(inst, result, comp, opts: SimPolishOptions, workdir: Path, report
     """Returns (polished OptimiseResult, a record for the summary). ``comp``: the compiled scenario (SUMO runs);
     ``start_delay_s``: the start plan's training delay when already measured on the same seeds."""
     from engine.optimise.run import result_of
+    from engine.optimise.simcheck import sumo_score
     from engine.optimise.solution import to_planset
     from sim.calibrate import measure_one
 
@@ -136,7 +137,7 @@ def sim_polish(inst, result, comp, opts: SimPolishOptions, workdir: Path, report
         with ThreadPoolExecutor(max(1, opts.jobs)) as pool:
             futs = [pool.submit(measure_one, comp, ps, s, workdir / f"e{k:03d}_s{s}", opts.protocol)
                     for k, ps, s in jobs]
-            vals = [f.result()[KPI] for f in futs]
+            vals = [sumo_score(r[KPI], r, inst.options) for r in (f.result() for f in futs)]
         m = len(opts.seeds)
         return [float(np.mean(vals[k * m:(k + 1) * m])) for k in range(len(sols))]
 
