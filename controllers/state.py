@@ -140,7 +140,10 @@ class StateDB:
             db = self._open()
             rows, self._writing, self._staged = list(self._staged.items()), self._staged, {}
             db.execute("BEGIN IMMEDIATE")
-            db.executemany("INSERT OR REPLACE INTO state (controller_id, data) VALUES (?, ?)", rows)
+            # an upsert rewrites the row in place; INSERT OR REPLACE deleted it and inserted it anew (new rowid, index
+            # entry removed and added), which dirtied more pages per commit
+            db.executemany("INSERT INTO state (controller_id, data) VALUES (?, ?) "
+                           "ON CONFLICT (controller_id) DO UPDATE SET data = excluded.data", rows)
         except BaseException:
             try:
                 self._rollback()

@@ -37,6 +37,15 @@ CREATE TABLE IF NOT EXISTS issued (
 """
 
 
+# an upsert rewrites a controller's row in place; INSERT OR REPLACE deleted it and inserted it anew (new rowid, index
+# entry removed and added), which dirtied more pages per commit
+_DESIRED_COLUMNS = ("controller_id", "epoch", "seq", "sha256", "plan", "act_kind", "act_at", "lease_s", "status",
+                    "reason", "updated")
+_UPSERT_DESIRED = (f"INSERT INTO desired ({', '.join(_DESIRED_COLUMNS)}) VALUES ({', '.join('?' * 11)}) "
+                   "ON CONFLICT (controller_id) DO UPDATE SET " +
+                   ", ".join(f"{c} = excluded.{c}" for c in _DESIRED_COLUMNS[1:]))
+
+
 @dataclass
 class DesiredRow:
     controller_id: str
@@ -184,8 +193,7 @@ class EngineStore:
         try:
             now = time.time()
             self.db.execute("BEGIN IMMEDIATE")
-            self.db.executemany("INSERT OR REPLACE INTO desired VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                                [v + (now,) for v in group.values])
+            self.db.executemany(_UPSERT_DESIRED, [v + (now,) for v in group.values])
             self.db.executemany("INSERT OR REPLACE INTO issued VALUES (?,?,?,?,?,?,?)",
                                 [(v[0], v[1], v[2], v[3], now, v[8], v[9]) for v in group.values])
             self.db.executemany(
