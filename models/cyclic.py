@@ -43,7 +43,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from models.yielding import Yielding, factor_now, flat
+from models.yielding import Yielding, flat, lane_factor
 from models.yielding import normalise as _normalise_yielding
 
 __all__ = [
@@ -109,6 +109,7 @@ class _KernelNet(NamedTuple):
     yield_mg_group: np.ndarray
     yield_mg_weight: np.ndarray
     yield_sneak_veh: np.ndarray
+    yield_is_opp: np.ndarray  # bool (M,): some movement gives way to this one
 
 
 class CyclicPlans(NamedTuple):
@@ -260,6 +261,71 @@ def _build_capacity(sat, starts, lens, levels, p, cap):
 
 
 @njit(cache=True)
+def _arrivals(net, links, disp, m, p, arr):
+    """Movement m's arrival profile into arr: its entries plus the dispersed departures of the movements feeding it."""
+    e = net.entry_veh_s[m]
+    for t in range(p):
+        arr[t] = e
+    for f in range(net.in_ptr[m], net.in_ptr[m + 1]):
+        li = links.feed_link[f]
+        sh = net.in_share[f]
+        for t in range(p):
+            arr[t] += sh * disp[li, t]
+
+
+@njit(cache=True)
+def _departures_as_is(arr, cap, a_sum, p, starts, lens, tmp, out):
+    """The periodic departures with capacity ``cap`` (scaled to capacity above it) into ``out``; the largest change
+    of ``out``. tmp (P,) scratch."""
+    c_sum = 0.0
+    for t in range(p):
+        c_sum += cap[t]
+    if a_sum > 0.0:
+        _periodic_queue(arr, cap, c_sum / a_sum if a_sum > c_sum else 1.0, p, _green_end(starts, lens, p), tmp)
+    else:
+        for t in range(p):
+            tmp[t] = 0.0
+    moved = 0.0
+    for t in range(p):
+        diff = abs(tmp[t] - out[t])
+        if diff > moved:
+            moved = diff
+        out[t] = tmp[t]
+    return moved
+
+
+@njit(cache=True)
+def _give_way(net, m, dep, p, cap, acc):
+    """cap[t] *= movement m's capacity factor (models.yielding) from the opposing movements' departure profiles
+    before their own giving way (rows M + o of dep), for the seconds with capacity; acc (P,) scratch. The same
+    factor as yielding.factor_now, group by group over the period (the exponential only where an opposing movement
+    departs, and again only when its flow changes)."""
+    n_mov = net.sat_veh_s.shape[0]
+    for t in range(p):
+        acc[t] = 0.0
+    for e in range(net.yield_mg_ptr[m], net.yield_mg_ptr[m + 1]):
+        g = net.yield_mg_group[e]
+        w = net.yield_mg_weight[e]
+        mix = net.yield_mix[g]
+        o0, o1 = net.yield_opp_ptr[g], net.yield_opp_ptr[g + 1]
+        q_last = -1.0
+        b_last = 0.0
+        for t in range(p):
+            if cap[t] <= 0.0:
+                continue
+            q = 0.0
+            for i in range(o0, o1):
+                q += dep[n_mov + net.yield_opp_mov[i], t]
+            if q > 0.0:
+                if q != q_last:  # opposing profiles are often flat (saturated discharge, steady arrivals)
+                    q_last = q
+                    b_last = lane_factor(np.exp(-net.yield_gap_s * q), mix) - 1.0
+                acc[t] += w * b_last
+    for t in range(p):
+        cap[t] *= 1.0 + acc[t]
+
+
+@njit(cache=True)
 def _add_sneakers(starts, lens, p, veh, cap):
     """cap[t] += veh in the last second of every window (not for a window covering the whole period)."""
     for w in range(starts.shape[0]):
@@ -319,11 +385,13 @@ def _evaluate_one(net, links, plans, opts, k, dep, disp, arr, cap, tmp, mcache, 
                   rec_arr, rec_cap):
     """Evaluate candidate k into tot[k] (and mov[k, :] when write_mov).
 
-    Scratch: dep (M, Pmax) departure profiles; disp (L, Pmax) dispersed profiles of the links; arr, cap, tmp
-    (Pmax,); mcache (M, 3) each movement's latest
-    (delay rate, stop rate, X); stamp (M, 2) int64: evaluation counter at which the movement's departures last
-    changed / at which it was last evaluated. A movement none of whose sources changed since its last evaluation
-    would give the same result again and is skipped (exactly).
+    Scratch: dep (2M, Pmax) departure profiles (rows M + m: movement m's departures before its own giving way,
+    kept for the movements others give way to: what those see); disp (L, Pmax) dispersed profiles of the links;
+    arr, cap, tmp (Pmax,); mcache (M, 3) each movement's latest (delay rate, stop rate, X); stamp (M, 3) int64:
+    evaluation counter at which the movement's departures last changed / at which it was last evaluated / at which
+    its departures before its own giving way last changed. A movement
+    none of whose sources changed since its last evaluation would give the same result again and is skipped
+    (exactly).
     rec_arr, rec_cap: (M, Pmax) records of the (unscaled) arrival and capacity profiles, or (0, 0) for none.
     """
     n_mov = net.sat_veh_s.shape[0]
@@ -331,13 +399,16 @@ def _evaluate_one(net, links, plans, opts, k, dep, disp, arr, cap, tmp, mcache, 
     for m in range(n_mov):
         for t in range(p):
             dep[m, t] = 0.0
+            dep[n_mov + m, t] = 0.0
         stamp[m, 0] = 0
         stamp[m, 1] = -1
+        stamp[m, 2] = 0
     for li in range(disp.shape[0]):
         for t in range(p):
             disp[li, t] = 0.0
-    # coupled movements (feeds, or capacities that depend on opposing departures) need sweeps to a fixed point
-    has_feeds = net.in_ptr[n_mov] > 0 or net.yield_mg_ptr[n_mov] > 0
+    # movements coupled by feeds need sweeps to a fixed point; giving way alone does not: a movement gives way to
+    # departures that depend on arrivals only, and those are computed first when not yet there (see below)
+    has_feeds = net.in_ptr[n_mov] > 0
     max_sweeps = opts.max_sweeps if has_feeds else 1
     t_h = opts.period_h
     cap_floor = opts.min_capacity_veh_s * p
@@ -357,33 +428,47 @@ def _evaluate_one(net, links, plans, opts, k, dep, disp, arr, cap, tmp, mcache, 
                 for e in range(net.yield_mg_ptr[m], net.yield_mg_ptr[m + 1]):
                     g = net.yield_mg_group[e]
                     for i in range(net.yield_opp_ptr[g], net.yield_opp_ptr[g + 1]):
-                        if stamp[net.yield_opp_mov[i], 0] > stamp[m, 1]:
+                        if stamp[net.yield_opp_mov[i], 2] > stamp[m, 1]:
                             stale = True
                 if not stale:
                     continue
+            # movements m gives way to and not yet evaluated: their departures as they are, first (so that two
+            # movements giving way to each other's lane partners need no extra sweep)
+            for e in range(net.yield_mg_ptr[m], net.yield_mg_ptr[m + 1]):
+                g = net.yield_mg_group[e]
+                for i in range(net.yield_opp_ptr[g], net.yield_opp_ptr[g + 1]):
+                    o = net.yield_opp_mov[i]
+                    if stamp[o, 1] < 0 and stamp[o, 2] == 0:
+                        _arrivals(net, links, disp, o, p, arr)
+                        s_o = 0.0
+                        for t in range(p):
+                            s_o += arr[t]
+                        _build_capacity(net.sat_veh_s[o], plans.win_start_s[k, o], plans.win_len_s[k, o],
+                                        plans.win_level[k, o], p, cap)
+                        _departures_as_is(arr, cap, s_o, p, plans.win_start_s[k, o], plans.win_len_s[k, o], tmp,
+                                          dep[n_mov + o])
+                        stamp[o, 2] = counter
             stamp[m, 1] = counter
-            # arrival profile: entries plus dispersed upstream departures
-            e = net.entry_veh_s[m]
-            for t in range(p):
-                arr[t] = e
-            for f in range(net.in_ptr[m], net.in_ptr[m + 1]):
-                li = links.feed_link[f]
-                sh = net.in_share[f]
-                for t in range(p):
-                    arr[t] += sh * disp[li, t]
+            _arrivals(net, links, disp, m, p, arr)
             _build_capacity(
                 net.sat_veh_s[m], plans.win_start_s[k, m], plans.win_len_s[k, m], plans.win_level[k, m], p, cap
             )
-            if net.yield_mg_ptr[m + 1] > net.yield_mg_ptr[m]:
-                for t in range(p):
-                    if cap[t] > 0.0:
-                        cap[t] *= factor_now(net, m, dep[:, t])
-                if net.yield_sneak_veh[m] > 0.0:
-                    _add_sneakers(plans.win_start_s[k, m], plans.win_len_s[k, m], p, net.yield_sneak_veh[m], cap)
             a_sum = 0.0
-            c_sum = 0.0
             for t in range(p):
                 a_sum += arr[t]
+            gives_way = net.yield_mg_ptr[m + 1] > net.yield_mg_ptr[m]
+            moved0 = 0.0
+            if gives_way:
+                if net.yield_is_opp[m] and (has_feeds or stamp[m, 2] == 0):
+                    # others give way to m too: they see its departures as if it did not give way itself (without
+                    # feeds, arrivals never change: computed once, here or when another movement needed them first)
+                    moved0 = _departures_as_is(arr, cap, a_sum, p, plans.win_start_s[k, m], plans.win_len_s[k, m],
+                                               tmp, dep[n_mov + m])
+                _give_way(net, m, dep, p, cap, tmp)
+                if net.yield_sneak_veh[m] > 0.0:
+                    _add_sneakers(plans.win_start_s[k, m], plans.win_len_s[k, m], p, net.yield_sneak_veh[m], cap)
+            c_sum = 0.0
+            for t in range(p):
                 c_sum += cap[t]
             if rec_arr.shape[0] > 0:
                 for t in range(p):
@@ -406,10 +491,20 @@ def _evaluate_one(net, links, plans, opts, k, dep, disp, arr, cap, tmp, mcache, 
                 if diff > moved:
                     moved = diff
                 dep[m, t] = tmp[t]
+            if net.yield_is_opp[m] and not gives_way:
+                for t in range(p):
+                    diff = abs(tmp[t] - dep[n_mov + m, t])
+                    if diff > moved0:
+                        moved0 = diff
+                    dep[n_mov + m, t] = tmp[t]
+            if moved0 > 0.0:
+                stamp[m, 2] = counter
             if moved > 0.0:
                 stamp[m, 0] = counter
                 for li in range(links.out_ptr[m], links.out_ptr[m + 1]):
                     robertson(dep[m, :p], links.shift_s[li], links.keep[li], disp[li, :p])
+            if moved0 > moved:
+                moved = moved0
             if moved > change:
                 change = moved
             # per-vehicle figures
@@ -506,6 +601,7 @@ def _check(net: CyclicNet, plans: CyclicPlans) -> tuple[int, int]:
 
 def _normalise(net: CyclicNet, plans: CyclicPlans, opts: CyclicOptions):
     """Contiguous arrays of the dtypes the kernels are compiled for (one compiled specialisation)."""
+    y = _normalise_yielding(net.yielding, net.sat_veh_s.shape[0])
     net = _KernelNet(
         np.ascontiguousarray(net.sat_veh_s, np.float64),
         np.ascontiguousarray(net.entry_veh_s, np.float64),
@@ -517,7 +613,8 @@ def _normalise(net: CyclicNet, plans: CyclicPlans, opts: CyclicOptions):
         np.ascontiguousarray(net.order, np.int64),
         np.zeros(net.sat_veh_s.shape[0]) if net.stop_penalty_s is None else
         np.ascontiguousarray(net.stop_penalty_s, np.float64),
-        *flat(_normalise_yielding(net.yielding, net.sat_veh_s.shape[0])),
+        *flat(y),
+        np.isin(np.arange(net.sat_veh_s.shape[0]), y.opp_mov),
     )
     plans = CyclicPlans(
         np.ascontiguousarray(plans.period_s, np.int64),
@@ -543,19 +640,19 @@ def evaluate_batch(
     """Evaluate K candidate plans. Returns totals (K,) and per-movement results (K, M) (or (0, M) arrays).
 
     ``n_threads``: thread chunks (default: numba's current thread count, at most K); one chunk runs without a
-    parallel region. Scratch memory is n_threads * (M + L) * max(P) floats (L <= number of feeds) whatever K is.
+    parallel region. Scratch memory is n_threads * (2M + L) * max(P) floats (L <= number of feeds) whatever K is.
     """
     net, plans, opts = _normalise(net, plans, opts)
     k, n_mov = _check(net, plans)
     n_thr = max(1, min(int(n_threads or numba.get_num_threads()), max(k, 1)))
     p_max = int(plans.period_s.max()) if k else 1
     chunk_ptr = np.linspace(0, k, n_thr + 1).round().astype(np.int64)
-    dep = np.zeros((n_thr, n_mov, p_max))
+    dep = np.zeros((n_thr, 2 * n_mov, p_max))
     arr = np.zeros((n_thr, p_max))
     cap = np.zeros((n_thr, p_max))
     tmp = np.zeros((n_thr, p_max))
     mcache = np.zeros((n_thr, n_mov, 3))
-    stamp = np.zeros((n_thr, n_mov, 2), np.int64)
+    stamp = np.zeros((n_thr, n_mov, 3), np.int64)
     links = _links(net)
     disp = np.zeros((n_thr, links.shift_s.shape[0], p_max))
     tot = CyclicTotals(np.zeros(k), np.zeros(k), np.zeros(k), np.zeros(k, np.int64))
@@ -589,9 +686,9 @@ class CyclicEvaluator:
         key = (n_thr, p_max)
         if key not in self._scratch:
             n_links = self.links.shift_s.shape[0]
-            self._scratch = {key: (np.zeros((n_thr, self.n_mov, p_max)), np.zeros((n_thr, n_links, p_max)),
+            self._scratch = {key: (np.zeros((n_thr, 2 * self.n_mov, p_max)), np.zeros((n_thr, n_links, p_max)),
                                    np.zeros((n_thr, p_max)), np.zeros((n_thr, p_max)), np.zeros((n_thr, p_max)),
-                                   np.zeros((n_thr, self.n_mov, 3)), np.zeros((n_thr, self.n_mov, 2), np.int64))}
+                                   np.zeros((n_thr, self.n_mov, 3)), np.zeros((n_thr, self.n_mov, 3), np.int64))}
         return self._scratch[key]
 
     def __call__(self, plans: CyclicPlans, per_movement: bool = False) -> tuple[CyclicTotals, CyclicMovementOut]:
@@ -632,13 +729,13 @@ def evaluate_profiles(
     if not 0 <= k < n_k:
         raise IndexError(f"candidate {k} not in [0, {n_k})")
     p = int(plans.period_s[k])
-    dep = np.zeros((n_mov, p))
+    dep = np.zeros((2 * n_mov, p))
     rec_arr = np.zeros((n_mov, p))
     rec_cap = np.zeros((n_mov, p))
     tot = CyclicTotals(np.zeros(n_k), np.zeros(n_k), np.zeros(n_k), np.zeros(n_k, np.int64))
     mov = allocate_movement_out(n_k, n_mov)
     links = _links(net)
     _profiles_kernel(net, links, plans, opts, k, dep, np.zeros((links.shift_s.shape[0], p)), np.zeros(p),
-                     np.zeros(p), np.zeros(p), np.zeros((n_mov, 3)), np.zeros((n_mov, 2), np.int64), tot, mov,
+                     np.zeros(p), np.zeros(p), np.zeros((n_mov, 3)), np.zeros((n_mov, 3), np.int64), tot, mov,
                      rec_arr, rec_cap)
-    return rec_arr, rec_cap, dep
+    return rec_arr, rec_cap, dep[:n_mov]

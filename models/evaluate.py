@@ -29,7 +29,7 @@ from models.closed_form import random_delay
 from models.demand import Demand
 from models.network import Network
 from models.plans import LevelParams, Template, build_template, windows_to_levels
-from models.yielding import build_yielding
+from models.yielding import build_yielding, yield_edges
 
 __all__ = [
     "MODELS",
@@ -306,12 +306,15 @@ def _build_context(net: Network, demand: Demand, p: ModelParams) -> Context:
     np.cumsum(np.bincount(dst, minlength=n_mov), out=in_ptr[1:])
     bt = p.travel_beta * travel[by_dst]
     keep = 1.0 - 1.0 / (1.0 + p.dispersion_alpha * bt)
-    order = _sweep_order(n_mov, src, dst, _window_mean(demand, demand.mov_arrival_veh_h))
+    yielding = build_yielding(net, _window_mean(demand, demand.mov_arrival_veh_h), p.yield_gap_s,
+                              p.yield_sneakers)
+    # upstream first: the feeds, and every movement whose capacity follows opposing departures after those
+    y_src, y_dst = yield_edges(yielding)
+    order = _sweep_order(n_mov, np.concatenate([src, y_src]), np.concatenate([dst, y_dst]),
+                         _window_mean(demand, demand.mov_arrival_veh_h))
     pen = np.zeros(n_mov)
     if p.stop_penalty:
         pen = np.asarray(net.mov_speed_m_s, np.float64) / 2.0 * (1.0 / p.accel_m_s2 + 1.0 / p.decel_m_s2)
-    yielding = build_yielding(net, _window_mean(demand, demand.mov_arrival_veh_h), p.yield_gap_s,
-                              p.yield_sneakers)
     cnet = cyclic.CyclicNet(
         sat, entry_h / 3600.0, in_ptr, src[by_dst], share[by_dst],
         np.rint(bt).astype(np.int64), keep, order, pen, yielding,

@@ -20,8 +20,8 @@ share of the lane. A lane the yielding movement has to itself (mix = 1) gives be
 
 :func:`build_yielding` derives the groups (one per lane that a yielding movement uses) from the compiled Network:
 which links are foes, which movements are 'G' while another is 'g' in the same phase, and the lanes of each
-movement. The kernels apply :func:`factor_now` to a movement's capacity (cyclic model: the opposing departure
-profiles in that second; queue model: what the opposing movements send in this second).
+movement. The kernels multiply a movement's capacity by that factor (queue model: :func:`factor_now`, from what the
+opposing movements send in this second; cyclic model: the same over the period from their departure profiles).
 """
 
 from __future__ import annotations
@@ -88,22 +88,24 @@ def normalise(y: Yielding | None, n_mov: int) -> Yielding:
 
 
 @njit(cache=True, inline="always")
-def _lane_factor(phi, mix):
+def lane_factor(phi, mix):
+    """Discharge of a lane whose traffic is a share ``mix`` of vehicles giving way at relative capacity ``phi``."""
     return phi / ((1.0 - mix) * phi + mix)
 
 
 @njit(cache=True)
 def factor_now(net, m, rate):
     """Capacity factor of movement m given the movements' discharge ``rate`` (M,) in the same second, veh/s (the
-    queue model: what they send now; the cyclic model: a column of the departure profiles). ``net``: a kernel struct
-    with the :data:`KERNEL_FIELDS` (a Yielding flattened, see :func:`flat`)."""
+    queue model: what they send now; the cyclic model computes the same factor over its period,
+    models.cyclic._give_way). ``net``: a kernel struct with the :data:`KERNEL_FIELDS` (a Yielding flattened, see
+    :func:`flat`)."""
     f = 1.0
     for e in range(net.yield_mg_ptr[m], net.yield_mg_ptr[m + 1]):
         g = net.yield_mg_group[e]
         q = 0.0
         for i in range(net.yield_opp_ptr[g], net.yield_opp_ptr[g + 1]):
             q += rate[net.yield_opp_mov[i]]
-        f += net.yield_mg_weight[e] * (_lane_factor(np.exp(-net.yield_gap_s * q), net.yield_mix[g]) - 1.0)
+        f += net.yield_mg_weight[e] * (lane_factor(np.exp(-net.yield_gap_s * q), net.yield_mix[g]) - 1.0)
     return f
 
 
@@ -114,6 +116,18 @@ KERNEL_FIELDS = tuple(f"yield_{name}" for name in Yielding._fields)
 def flat(y: Yielding) -> tuple:
     """A normalised Yielding's values in :data:`KERNEL_FIELDS` order."""
     return tuple(y)
+
+
+def yield_edges(y: Yielding) -> tuple[np.ndarray, np.ndarray]:
+    """(source, destination) int64 arrays: opposing movement -> every movement whose capacity it sets."""
+    src, dst = [], []
+    for m in range(y.mg_ptr.shape[0] - 1):
+        for e in range(y.mg_ptr[m], y.mg_ptr[m + 1]):
+            g = y.mg_group[e]
+            for o in y.opp_mov[y.opp_ptr[g]:y.opp_ptr[g + 1]]:
+                src.append(int(o))
+                dst.append(m)
+    return np.array(src, np.int64), np.array(dst, np.int64)
 
 
 def _mov_phase_codes(net) -> tuple[np.ndarray, np.ndarray]:

@@ -120,9 +120,11 @@ def naive_cyclic(net, plans, opts) -> tuple[dict, dict]:
     ]
     y = getattr(net, "yielding", None)
     coupled = any(feeds) or (y is not None and int(y.mg_ptr[-1]) > 0)
+    opposing = set() if y is None else {int(o) for o in y.opp_mov}
     for k in range(k_all):
         period = int(plans.period_s[k])
         deps = [[0.0] * period for _ in range(n_mov)]
+        deps0 = [[0.0] * period for _ in range(n_mov)]  # before the movement's own giving way
         for _sweep in range(5000):
             change = 0.0
             rows = {}
@@ -133,9 +135,16 @@ def naive_cyclic(net, plans, opts) -> tuple[dict, dict]:
                     arr = [a + share * d for a, d in zip(arr, disp, strict=True)]
                 cap = naive_capacity(float(net.sat_veh_s[m]), plans.win_start_s[k, m], plans.win_len_s[k, m],
                                      plans.win_level[k, m], period)
-                if y is not None and y.mg_ptr[m + 1] > y.mg_ptr[m]:
-                    # gives way: the opposing movements' departures in the same second (latest profiles)
-                    cap = [c * naive_yield_factor(y, m, [d[t] for d in deps]) if c > 0 else c
+                gives_way = y is not None and y.mg_ptr[m + 1] > y.mg_ptr[m]
+                if gives_way:
+                    if m in opposing:  # what those giving way to m see: its departures as if it did not give way
+                        a_sum, c_sum = sum(arr), sum(cap)
+                        s0 = c_sum / a_sum if a_sum > c_sum else 1.0
+                        d0 = naive_queue_period([s0 * a for a in arr], cap)[0]
+                        change = max(change, max(abs(u - v) for u, v in zip(d0, deps0[m], strict=True)))
+                        deps0[m] = d0
+                    # gives way: the opposing movements' departures (before their own giving way) in the same second
+                    cap = [c * naive_yield_factor(y, m, [d[t] for d in deps0]) if c > 0 else c
                            for t, c in enumerate(cap)]
                     extra = naive_sneakers(plans.win_start_s[k, m], plans.win_len_s[k, m], period,
                                            float(y.sneak_veh[m]))
@@ -147,6 +156,9 @@ def naive_cyclic(net, plans, opts) -> tuple[dict, dict]:
                 d, area, met, qmax = naive_queue_period([scale * a for a in arr], cap)
                 change = max(change, max(abs(u - v) for u, v in zip(d, deps[m], strict=True)))
                 deps[m] = d
+                if m in opposing and not gives_way:
+                    change = max(change, max(abs(u - v) for u, v in zip(d, deps0[m], strict=True)))
+                    deps0[m] = d
                 flow_h = a_sum / period * 3600
                 cap_h = c_eff / period * 3600
                 n_veh = scale * a_sum
