@@ -106,16 +106,17 @@ class TransitionCache:
             self._keep(plan, bits, clean)
 
     def _keep(self, plan: SignalPlan, bits: PlanBits | None, clean: bool | None, h: int | None = None) -> _PlanEntry:
-        if len(self._bits) >= 16:
-            self._bits.clear()
+        if len(self._bits) >= 16 and id(plan) not in self._bits:
+            del self._bits[next(iter(self._bits))]  # the least recently used
         entry = self._bits[id(plan)] = (plan, bits, clean, hash(plan) if h is None else h)
         return entry
 
     def _plan_entry(self, plan: SignalPlan, spec: SignalSpec) -> _PlanEntry:
-        entry = self._bits.get(id(plan))
+        entry = self._bits.pop(id(plan), None)
         if entry is None or entry[0] is not plan:
             clean = plan.n_links == spec.n_links and not check_structure(plan)
-            entry = self._keep(plan, plan_bits(plan) if clean else None, None)
+            return self._keep(plan, plan_bits(plan) if clean else None, None)
+        self._bits[id(plan)] = entry  # now the most recently used (a controller's fallback plan stays)
         return entry
 
     def _clean(self, entry: _PlanEntry, spec: SignalSpec) -> bool:
@@ -198,10 +199,19 @@ def find_transition(old: SignalPlan, new: SignalPlan, spec: SignalSpec, *,
                     cache: TransitionCache | None = None) -> tuple[int, int] | None:
     """Some safe (exit phase of old, entry phase of new), or None when ``new`` cannot be reached from ``old``."""
     cache = cache if cache is not None else TransitionCache()
+    phases = new.phases
     for k, ph in enumerate(old.phases):
         if not _is_green(ph):
             continue
-        for j in entry_candidates(old, k, new):
+        # entry_candidates(old, k, new) in its order (continuity first), without listing them all up front: the first
+        # is usually safe
+        later = []
+        for j in range(len(phases)):
+            if phases[j - 1].state != ph.state:
+                later.append(j)
+            elif cache.safe(old, k, new, j, spec):
+                return (k, j)
+        for j in later:
             if cache.safe(old, k, new, j, spec):
                 return (k, j)
     return None

@@ -187,7 +187,7 @@ def plan_bits(plan: SignalPlan) -> PlanBits:
         starts.append(cycle)
         bits = ((1 << d) - 1) << cycle
         cycle += d
-        gs, ys, us = _state_groups(ph.state)
+        gs, ys, us = _GROUPS.get(ph.state) or _state_groups(ph.state)
         for i in gs:
             green[i] |= bits
         for i in ys:
@@ -331,18 +331,13 @@ def switch_safe(first: PlanBits, first_from: int, second: PlanBits, second_from:
         return ((((x >> r1) | (x << (c1 - r1))) & m1) |
                 ((((y >> r2) | (y << (c2 - r2))) & m2) << c1))
 
-    def around(c: int, m: int, r: int, before: int, after: int) -> int:
-        """Seconds [r - before, r + after) of a plan of cycle c (cyclically): where its part of the sequence meets
-        the other plan's, at its start r and at its end (r again, one cycle on)."""
-        shift = (r - before) % c
-        w = (1 << (before + after)) - 1
-        return ((w << shift) | (w >> (c - shift))) & m
-
     # a run's checks reach across a join iff it has a green second in [join - reach_y, join + reach_ra): in the
-    # sequence's seconds, around c1 and around 0 (= cycle); in each plan's own, around its part's start r
-    window = ((((1 << (reach_y + reach_ra)) - 1) << (c1 - reach_y)) | (((1 << reach_y) - 1) << (cycle - reach_y)) |
-              ((1 << reach_ra) - 1))
-    win1, win2 = around(c1, m1, r1, reach_y, reach_ra), around(c2, m2, r2, reach_y, reach_ra)
+    # sequence's seconds, around c1 and around 0 (= cycle); in each plan's own seconds, around its part's start r
+    # (where its part meets the other plan's, at the part's start and, one cycle on, at its end)
+    w = (1 << (reach_y + reach_ra)) - 1
+    window = (w << (c1 - reach_y)) | (((1 << reach_y) - 1) << (cycle - reach_y)) | ((1 << reach_ra) - 1)
+    s1, s2 = (r1 - reach_y) % c1, (r2 - reach_y) % c2
+    win1, win2 = ((w << s1) | (w >> (c1 - s1))) & m1, ((w << s2) | (w >> (c2 - s2))) & m2
     green1, green2 = first.green, second.green
     for i, (x, y) in enumerate(zip(green1, green2, strict=True)):
         if not (x & win1 or y & win2):
@@ -382,7 +377,8 @@ def switch_safe(first: PlanBits, first_from: int, second: PlanBits, second_from:
     if clearance <= 0 or not ii:
         return True  # green together, and green right after a conflicting group, read one second: inside a plan
     # a green second whose clearance reaches back across a join: the first `clearance` seconds of either part
-    after1, after2 = around(c1, m1, r1, 0, clearance), around(c2, m2, r2, 0, clearance)
+    w = (1 << clearance) - 1
+    after1, after2 = ((w << r1) | (w >> (c1 - r1))) & m1, ((w << r2) | (w >> (c2 - r2))) & m2
     for b, foes_b in enumerate(foes):
         if not foes_b or not (green1[b] & after1 or green2[b] & after2):
             continue
