@@ -3,7 +3,8 @@
 Figures (all printed and returned):
 
 * ``cyclic_single_intersection``: plan evaluations per second of the cyclic model on one intersection (goal
-  >= 100 000 per core), 1 and 2 numba threads, random durations and offsets;
+  >= 100 000 per core), 1 and 2 numba threads, random durations and offsets; and, in the same run, 1 thread with
+  giving way switched off (``ModelParams(yield_gap_s=0)``);
 * ``cyclic_network`` / ``queue_network``: movement-steps per second (movement x simulated second; for the cyclic
   model movement x period second x sweep) on a 4x4 grid, 1 and 2 threads, and one plan-hour's wall time;
 * ``twins``: the same unit for the naive Python twins (tests/naive_models.py) on a small case;
@@ -110,6 +111,17 @@ def bench_cyclic_single(smoke: bool) -> dict:
     out["single_plan_call_us"] = round(_timeit(lambda: evaluator(one)) * 1e6, 1)
     out["evals_per_s_per_core"] = out["evals_per_s_1thr"]
     out["goal_100k_per_core_met"] = out["evals_per_s_1thr"] >= 100_000
+    # the same plans without giving way (models.yielding: the intersection's permissive left turns and the lanes
+    # they share then discharge as if unopposed), side by side: what the gap-acceptance capacity costs
+    from models.evaluate import ModelParams
+
+    ctx0 = prepare(comp.net, comp.demand, ModelParams(yield_gap_s=0.0, yield_sneakers=0.0))
+    t0 = _with_threads(1, lambda: _timeit(
+        lambda: cyclic.evaluate_batch(ctx0.cyclic_net, plans, ctx0.cyclic_opts, per_movement=False, n_threads=1),
+        min_s=1.0 if not smoke else 0.1, max_reps=5))
+    out["evals_per_s_1thr_without_giving_way"] = round(k / t0)
+    out["giving_way_movements"] = int(np.count_nonzero(np.diff(ctx.cyclic_net.yielding.mg_ptr)))
+    print(f"cyclic, one intersection, 1 thread, without giving way: {k / t0:,.0f} plan evaluations/s")
     return out
 
 
