@@ -43,7 +43,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from models.yielding import Yielding, flat, lane_factor
+from models.yielding import Yielding, lane_factor
 from models.yielding import normalise as _normalise_yielding
 
 __all__ = [
@@ -613,7 +613,7 @@ def _normalise(net: CyclicNet, plans: CyclicPlans, opts: CyclicOptions):
         np.ascontiguousarray(net.order, np.int64),
         np.zeros(net.sat_veh_s.shape[0]) if net.stop_penalty_s is None else
         np.ascontiguousarray(net.stop_penalty_s, np.float64),
-        *flat(y),
+        *y,
         np.isin(np.arange(net.sat_veh_s.shape[0]), y.opp_mov),
     )
     plans = CyclicPlans(

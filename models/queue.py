@@ -34,7 +34,7 @@ import numpy as np
 from numba import njit, prange
 
 from models.cyclic import _queue_second
-from models.yielding import Yielding, factor_now, flat
+from models.yielding import Yielding, factor_now
 from models.yielding import normalise as _normalise_yielding
 
 __all__ = [
@@ -322,7 +322,7 @@ def _normalise(net: QueueNet, dem: QueueDemand) -> tuple[_KernelNet, QueueDemand
         np.ascontiguousarray(net.out_dst, np.int64),
         np.ascontiguousarray(net.out_share, np.float64),
         np.ascontiguousarray(net.out_delay_s, np.int64),
-        *flat(_normalise_yielding(net.yielding, net.sat_veh_s.shape[0])),
+        *_normalise_yielding(net.yielding, net.sat_veh_s.shape[0]),
     )
     dem = QueueDemand(np.ascontiguousarray(dem.entry_veh_s, np.float64), int(dem.bin_steps))
     n_mov = net.sat_veh_s.shape[0]

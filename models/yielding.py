@@ -21,7 +21,10 @@ share of the lane. A lane the yielding movement has to itself (mix = 1) gives be
 :func:`build_yielding` derives the groups (one per lane that a yielding movement uses) from the compiled Network:
 which links are foes, which movements are 'G' while another is 'g' in the same phase, and the lanes of each
 movement. The kernels multiply a movement's capacity by that factor (queue model: :func:`factor_now`, from what the
-opposing movements send in this second; cyclic model: the same over the period from their departure profiles).
+opposing movements send in this second; cyclic model: the same over the period from their departure profiles). The
+opposing flow is the opposing movements' discharge before their own giving way (a through movement held up by its
+lane's left turners still counts as the flow it would send): the models stay free of loops between two movements
+that give way to each other's lane partners, at the price of that second-order effect.
 """
 
 from __future__ import annotations
@@ -97,8 +100,8 @@ def lane_factor(phi, mix):
 def factor_now(net, m, rate):
     """Capacity factor of movement m given the movements' discharge ``rate`` (M,) in the same second, veh/s (the
     queue model: what they send now; the cyclic model computes the same factor over its period,
-    models.cyclic._give_way). ``net``: a kernel struct with the :data:`KERNEL_FIELDS` (a Yielding flattened, see
-    :func:`flat`)."""
+    models.cyclic._give_way). ``net``: a kernel struct carrying a Yielding's fields flat, as ``yield_<field>``
+    (numba's parallel kernels take no nested tuples)."""
     f = 1.0
     for e in range(net.yield_mg_ptr[m], net.yield_mg_ptr[m + 1]):
         g = net.yield_mg_group[e]
@@ -107,15 +110,6 @@ def factor_now(net, m, rate):
             q += rate[net.yield_opp_mov[i]]
         f += net.yield_mg_weight[e] * (lane_factor(np.exp(-net.yield_gap_s * q), net.yield_mix[g]) - 1.0)
     return f
-
-
-# the Yielding fields as the kernels' structs carry them (flat: numba's parallel kernels take no nested tuples)
-KERNEL_FIELDS = tuple(f"yield_{name}" for name in Yielding._fields)
-
-
-def flat(y: Yielding) -> tuple:
-    """A normalised Yielding's values in :data:`KERNEL_FIELDS` order."""
-    return tuple(y)
 
 
 def yield_edges(y: Yielding) -> tuple[np.ndarray, np.ndarray]:
@@ -157,14 +151,14 @@ def opposing_movements(net) -> list[list[int]]:
     major, minor = _mov_phase_codes(net)
     n = net.n_movements
     foe = [set() for _ in range(n)]
-    ptr, flat = net.link_path_foe_ptr, net.link_path_foe
+    ptr, foes = net.link_path_foe_ptr, net.link_path_foe
     if ptr.shape[0] != net.n_links + 1:
         return [[] for _ in range(n)]
     for li in range(net.n_links):
         m = int(net.link_movement[li])
         if m < 0:
             continue
-        for f in flat[ptr[li]:ptr[li + 1]]:
+        for f in foes[ptr[li]:ptr[li + 1]]:
             o = int(net.link_movement[f])
             if o >= 0 and o != m:
                 foe[m].add(o)
