@@ -93,6 +93,10 @@ def params_from_obj(raw, path=None):
             params = replace(params, levels=replace(LevelParams(), **levels))
     except TypeError as exc:
         raise GronvagError(f"bad --params: {exc}", path) from None
+    for name in ("yield_gap_s", "yield_sneakers"):
+        value = getattr(params, name)
+        if not isinstance(value, int | float) or not value >= 0:
+            raise GronvagError(f"model parameter {name!r} must be a number >= 0, not {value!r}", path)
     return params
 
 

@@ -68,6 +68,10 @@ def test_errors_are_user_errors(tmp_path, grid):
         parse_params("[1, 2]")
     p = parse_params('{"sat_flow_scale": 1.2, "levels": {"end_gain_s": 3.0}}')
     assert p.sat_flow_scale == 1.2 and p.levels.end_gain_s == 3.0
+    for bad_yield in ('{"yield_sneakers": -1}', '{"yield_gap_s": "fast"}', '{"yield_gap_s": NaN}'):
+        with pytest.raises(GronvagError, match="must be a number >= 0"):
+            parse_params(bad_yield)
+    assert parse_params('{"yield_gap_s": 0}').yield_gap_s == 0  # giving way off
 
 
 def test_cli_registers_predict():
