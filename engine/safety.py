@@ -141,6 +141,7 @@ class _SpecRules(NamedTuple):
     redamber_reach: int  # max(1, longest red-amber): how far before a green run its check reads, s
     foes: list[tuple[int, ...]]  # per group b: the groups a whose clearance before b's green is checked (ii, jj)
     clearance_steps: tuple[int, ...]  # shifts that, applied in turn to a set and OR-ed in, cover 0..clearance
+    limits: list[tuple[int, int, int, int]]  # per group: (min green, max green, yellow, red-amber)
 
 
 def _spec_rules(spec: SignalSpec) -> _SpecRules:
@@ -160,7 +161,7 @@ def _spec_rules(spec: SignalSpec) -> _SpecRules:
             steps.append(min(span, clearance + 1 - span))
             span += steps[-1]
         rules = _SpecRules(min_g, max_g, yel, ra, ii, jj, clearance, max([1, *yel]), max([1, *ra]), foes,
-                           tuple(steps))
+                           tuple(steps), list(zip(min_g, max_g, yel, ra, strict=True)))
         object.__setattr__(spec, "_check_rules", rules)  # not a field: not compared, not in repr, not copied by replace
     return rules
 
@@ -244,11 +245,18 @@ def check_bits(signal_id: str, bits: PlanBits, spec: SignalSpec) -> list[str]:
     full = (1 << cycle) - 1
     rules = _spec_rules(spec)
     min_g, max_g, yel, ra, ii, jj, clearance = rules[:7]
-    clearance_steps = rules.clearance_steps
+    clearance_steps, limits = rules.clearance_steps, rules.limits
+    # groups that passed, by what the checks below read: a group showing the same seconds under the same limits (links
+    # of one signal head, common in SUMO programs) passes too
+    passed = set()
     for i in range(n):
         g = green[i]
         if not g or g == full:
             continue
+        key = (g, yellow[i], redamber[i], limits[i])
+        if key in passed:
+            continue
+        n_errs = len(errs)
         k0 = ((g + 1) & ~g).bit_length() - 1  # the first red second: runs are listed from there on, as _runs does
         rise = g & ~(((g << 1) | (g >> (cycle - 1))) & full)  # bit t: green at t, not at t - 1
         rise = ((rise >> k0) | (rise << (cycle - k0))) & full  # rotated: bit 0 is second k0
@@ -277,16 +285,23 @@ def check_bits(signal_id: str, bits: PlanBits, spec: SignalSpec) -> list[str]:
                 if u < ra[i]:
                     errs.append(f"{sid}: group {i} red-amber before green at t={start} is {u} s, needs "
                                 f"{int(ra[i])} s")
+        if len(errs) == n_errs:
+            passed.add(key)
     if not ii:
         return errs
     # recent[a]: seconds at most `clearance` after a second where group a is green or yellow (cyclically), built by
     # doubling the covered shifts (0, 0..1, 0..3, ...) rather than one shift at a time
     recent = []
+    recent_of: dict[int, int] = {}  # groups green or yellow in the same seconds share their recent set
     for g, y in zip(green, yellow, strict=True):
-        r = g | y
-        for step in clearance_steps:
-            k = step % cycle
-            r |= ((r << k) | (r >> (cycle - k))) & full
+        a = g | y
+        r = recent_of.get(a)
+        if r is None:
+            r = a
+            for step in clearance_steps:
+                k = step % cycle
+                r |= ((r << k) | (r >> (cycle - k))) & full
+            recent_of[a] = r
         recent.append(r)
     for i, j in zip(ii, jj, strict=True):
         gi, gj = green[i], green[j]
@@ -318,7 +333,8 @@ def switch_safe(first: PlanBits, first_from: int, second: PlanBits, second_from:
     green second in ``[join - yellow_reach, join + redamber_reach)``) and green seconds less than ``allred_s`` after a
     join can break a rule; those are checked here with :func:`check_bits`'s own formulas. Cycles too short for that
     argument (either cycle not longer than the clearance or than the two reaches together) get the full check."""
-    min_g, max_g, yel, ra, ii, jj, clearance, reach_y, reach_ra, foes = _spec_rules(spec)[:10]
+    rules = _spec_rules(spec)
+    min_g, max_g, yel, ra, ii, jj, clearance, reach_y, reach_ra, foes = rules[:10]
     c1, c2 = first.cycle_s, second.cycle_s
     if min(c1, c2) <= max(clearance, reach_y + reach_ra):
         return not check_bits("", sequence_bits(first, first_from, second, second_from), spec)
@@ -339,9 +355,14 @@ def switch_safe(first: PlanBits, first_from: int, second: PlanBits, second_from:
     s1, s2 = (r1 - reach_y) % c1, (r2 - reach_y) % c2
     win1, win2 = ((w << s1) | (w >> (c1 - s1))) & m1, ((w << s2) | (w >> (c2 - s2))) & m2
     green1, green2 = first.green, second.green
+    passed = set()  # as in check_bits: a group reading the same seconds under the same limits as one that passed
     for i, (x, y) in enumerate(zip(green1, green2, strict=True)):
         if not (x & win1 or y & win2):
             continue
+        key = (x, y, first.yellow[i], second.yellow[i], first.redamber[i], second.redamber[i], rules.limits[i])
+        if key in passed:
+            continue
+        passed.add(key)  # (a group that fails ends the check)
         g = (((x >> r1) | (x << (c1 - r1))) & m1) | ((((y >> r2) | (y << (c2 - r2))) & m2) << c1)  # joined(x, y)
         if g == full:
             continue
