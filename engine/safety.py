@@ -383,13 +383,13 @@ def switch_safe(first: PlanBits, first_from: int, second: PlanBits, second_from:
             low = starts & -starts
             starts ^= low
             start = low.bit_length() - 1
-            x = gg >> start
-            length = ((x + 1) & ~x).bit_length() - 1  # _trailing_ones, inline (hot)
+            run = gg >> start
+            length = ((run + 1) & ~run).bit_length() - 1  # _trailing_ones, inline (hot)
             if (min_g[i] and length < min_g[i]) or (max_g[i] and length > max_g[i]):
                 return False
             if yel[i]:
-                x = yy >> ((start + length) % cycle)
-                if ((x + 1) & ~x).bit_length() - 1 < yel[i]:
+                after = yy >> ((start + length) % cycle)
+                if ((after + 1) & ~after).bit_length() - 1 < yel[i]:
                     return False
             if ra[i]:
                 top = start + cycle
