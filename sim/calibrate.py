@@ -210,7 +210,8 @@ def measure_one(comp, planset, seed: int, workdir: Path, protocol: str = "defaul
         sig[net.appr_signal[a]] += edge_loss.get(edge, 0.0)
     return {"mean_time_loss_s": float(np.nanmean(loss)) if loss.size else 0.0,
             "benchmark_delay_s": float(bench_delay), "never_departed": int(n_never), "n": int(loss.size),
-            "signal_time_loss_h": (sig / 3600).tolist(), **weight_sums(ti, bus_mask(ti, sc))}
+            "signal_time_loss_h": (sig / 3600).tolist(), "n_tripinfo": len(ti["id"]),
+            **weight_sums(ti, bus_mask(ti, sc))}
 
 
 def measure(comp, plansets, seeds, workers: int = 2, protocol: str = "default") -> list[list[dict]]:

@@ -137,10 +137,10 @@ def bus_mask(ti: dict, scenario) -> np.ndarray:
 
 
 def weight_sums(ti: dict, is_bus: np.ndarray) -> dict:
-    """What a bus- or pedestrian-weighted objective adds to the vehicles' delay: vehicles counted, buses' summed
-    time loss, pedestrians' summed walking time loss (s)."""
+    """What a bus- or pedestrian-weighted objective adds to the vehicles' delay: the buses' summed time loss and the
+    pedestrians' summed walking time loss, s (per vehicle: divided by ``n_tripinfo``)."""
     loss = np.nan_to_num(ti["timeLoss"])
-    return {"n_vehicles": int(len(ti["id"])), "bus_time_loss_sum_s": float(loss[is_bus].sum()),
+    return {"bus_time_loss_sum_s": float(loss[is_bus].sum()),
             "ped_time_loss_sum_s": float(np.sum(ti["person_time_loss"]))}
 
 

@@ -54,6 +54,8 @@ KPI_LABELS = {
     "fuel_l": "fuel [l]",
     "bus_mean_time_loss_s": "bus mean time loss [s]",
     "ped_mean_time_loss_s": "pedestrian mean time loss [s]",
+    "bus_time_loss_sum_s": "bus time loss, total [s]",
+    "ped_time_loss_sum_s": "pedestrian time loss, total [s]",
     "n_tripinfo": "tripinfo entries [-]",
     "loaded": "loaded [veh]",
 }

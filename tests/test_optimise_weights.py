@@ -390,13 +390,13 @@ def test_cli_summary_shows_weights(tmp_path, capsys):
 def test_sumo_score_adds_the_weighted_bus_and_pedestrian_losses_per_vehicle():
     from engine.optimise.simcheck import sumo_score
 
-    rec = {"n_vehicles": 200, "bus_time_loss_sum_s": 400.0, "ped_time_loss_sum_s": 1000.0}
+    rec = {"n_tripinfo": 200, "bus_time_loss_sum_s": 400.0, "ped_time_loss_sum_s": 1000.0}
     plain = OptimiseOptions()
     assert sumo_score(50.0, rec, plain) == 50.0
     assert sumo_score(50.0, rec, dataclasses.replace(plain, bus_weight=3.0)) == pytest.approx(50.0 + 2 * 400 / 200)
     both = dataclasses.replace(plain, bus_weight=2.0, ped_weight=0.5)
     assert sumo_score(50.0, rec, both) == pytest.approx(50.0 + (400 + 0.5 * 1000) / 200)
-    assert sumo_score(50.0, {"n_vehicles": 0}, both) == 50.0  # nothing measured: nothing to add
+    assert sumo_score(50.0, {"n_tripinfo": 0}, both) == 50.0  # nothing measured: nothing to add
 
 
 def test_sumo_runs_report_the_bus_and_pedestrian_losses_the_score_needs(corridor, tmp_path):
@@ -416,6 +416,6 @@ def test_sumo_runs_report_the_bus_and_pedestrian_losses_the_score_needs(corridor
     trips = list(root.iter("tripinfo"))
     bus = sum(float(t.get("timeLoss")) for t in trips if t.get("vType") in bus_types)
     walks = sum(float(w.get("timeLoss", 0)) for p in root.iter("personinfo") for w in p.iter("walk"))
-    assert rec["n_vehicles"] == len(trips)
+    assert rec["n_tripinfo"] == len(trips)
     assert rec["bus_time_loss_sum_s"] == pytest.approx(bus) and bus > 0
     assert rec["ped_time_loss_sum_s"] == pytest.approx(walks) and walks > 0

@@ -44,11 +44,11 @@ KPI = "benchmark_delay_exact_s"  # the exact never-departed set (the RESCO heuri
 def sumo_score(delay_s: float, rec: dict, options) -> float:
     """A plan's training figure in SUMO under the optimiser's objective weights: the vehicles' mean delay ``delay_s``
     plus, per vehicle, what buses count beyond once ((bus_weight - 1) x their summed time loss) and what pedestrians
-    count (ped_weight x their summed walking time loss); ``rec``: a run's figures with ``n_vehicles``,
+    count (ped_weight x their summed walking time loss); ``rec``: a run's figures with ``n_tripinfo`` (vehicles),
     ``bus_time_loss_sum_s`` and ``ped_time_loss_sum_s`` (sim.kpi.weight_sums). Without weights: ``delay_s``."""
     wb = float(getattr(options, "bus_weight", 1.0))
     wp = float(getattr(options, "ped_weight", 0.0))
-    n = int(rec.get("n_vehicles") or 0)
+    n = int(rec.get("n_tripinfo") or 0)
     if (wb == 1.0 and wp == 0.0) or n <= 0:
         return float(delay_s)
     return float(delay_s) + ((wb - 1.0) * rec["bus_time_loss_sum_s"] + wp * rec["ped_time_loss_sum_s"]) / n
