@@ -43,7 +43,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from models.yielding import Yielding, lane_factor
+from models.yielding import Yielding, kernel_struct, lane_factor
 from models.yielding import normalise as _normalise_yielding
 
 __all__ = [
@@ -89,27 +89,9 @@ class CyclicNet(NamedTuple):
     yielding: Yielding | None = None
 
 
-class _KernelNet(NamedTuple):
-    """CyclicNet as the kernels take it: normalised, with its Yielding flattened into yield_* fields."""
-
-    sat_veh_s: np.ndarray
-    entry_veh_s: np.ndarray
-    in_ptr: np.ndarray
-    in_src: np.ndarray
-    in_share: np.ndarray
-    in_shift_s: np.ndarray
-    in_keep: np.ndarray
-    order: np.ndarray
-    stop_penalty_s: np.ndarray
-    yield_gap_s: float
-    yield_opp_ptr: np.ndarray
-    yield_opp_mov: np.ndarray
-    yield_mix: np.ndarray
-    yield_mg_ptr: np.ndarray
-    yield_mg_group: np.ndarray
-    yield_mg_weight: np.ndarray
-    yield_sneak_veh: np.ndarray
-    yield_is_opp: np.ndarray  # bool (M,): some movement gives way to this one
+# CyclicNet as the kernels take it: normalised, its Yielding's fields flat (yield_*), and yield_is_opp, bool (M,):
+# some movement gives way to this one
+_KernelNet = kernel_struct("_KernelNet", CyclicNet, ("yield_is_opp",))
 
 
 class CyclicPlans(NamedTuple):

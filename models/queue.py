@@ -34,7 +34,7 @@ import numpy as np
 from numba import njit, prange
 
 from models.cyclic import _queue_second
-from models.yielding import Yielding, factor_now
+from models.yielding import Yielding, factor_now, kernel_struct
 from models.yielding import normalise as _normalise_yielding
 
 __all__ = [
@@ -74,24 +74,8 @@ class QueueNet(NamedTuple):
     yielding: Yielding | None = None
 
 
-class _KernelNet(NamedTuple):
-    """QueueNet as the kernels take it: normalised, with its Yielding flattened into yield_* fields."""
-
-    sat_veh_s: np.ndarray
-    mov_approach: np.ndarray
-    storage_veh: np.ndarray
-    out_ptr: np.ndarray
-    out_dst: np.ndarray
-    out_share: np.ndarray
-    out_delay_s: np.ndarray
-    yield_gap_s: float
-    yield_opp_ptr: np.ndarray
-    yield_opp_mov: np.ndarray
-    yield_mix: np.ndarray
-    yield_mg_ptr: np.ndarray
-    yield_mg_group: np.ndarray
-    yield_mg_weight: np.ndarray
-    yield_sneak_veh: np.ndarray
+# QueueNet as the kernels take it: normalised, its Yielding's fields flat (yield_*)
+_KernelNet = kernel_struct("_KernelNet", QueueNet)
 
 
 class QueueDemand(NamedTuple):

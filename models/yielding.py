@@ -29,6 +29,7 @@ that give way to each other's lane partners, at the price of that second-order e
 
 from __future__ import annotations
 
+import collections
 from typing import NamedTuple
 
 import numpy as np
@@ -58,6 +59,14 @@ class Yielding(NamedTuple):
     mg_group: np.ndarray
     mg_weight: np.ndarray
     sneak_veh: np.ndarray
+
+
+def kernel_struct(name: str, net_type: type, extra: tuple[str, ...] = ()) -> type:
+    """The named-tuple type a kernel takes for a model's static network ``net_type`` (a NamedTuple with a
+    ``yielding`` field): its other fields, a Yielding's fields flat as ``yield_<field>`` (numba's parallel kernels
+    take no nested tuples), then ``extra``."""
+    fields = [f for f in net_type._fields if f != "yielding"] + [f"yield_{f}" for f in Yielding._fields]
+    return collections.namedtuple(name, fields + list(extra))
 
 
 def no_yielding(n_mov: int) -> Yielding:
