@@ -66,7 +66,9 @@ def kernel_struct(name: str, net_type: type, extra: tuple[str, ...] = ()) -> typ
     ``yielding`` field): its other fields, a Yielding's fields flat as ``yield_<field>`` (numba's parallel kernels
     take no nested tuples), then ``extra``."""
     fields = [f for f in net_type._fields if f != "yielding"] + [f"yield_{f}" for f in Yielding._fields]
-    return collections.namedtuple(name, fields + list(extra))
+    # the type must live in the module that binds it to ``name``: numba's on-disk cache finds it there (a type
+    # claiming this module could not be found, and every process compiled the kernels again)
+    return collections.namedtuple(name, fields + list(extra), module=net_type.__module__)
 
 
 def no_yielding(n_mov: int) -> Yielding:

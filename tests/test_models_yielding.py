@@ -111,3 +111,39 @@ def test_giving_way_in_both_models_raises_the_delay_of_the_grid_and_gap_zero_swi
         on = fn(comp.net, comp.demand, None, ModelParams(yield_gap_s=2.5, yield_sneakers=1.0))
         assert none.mean_delay_s == off.mean_delay_s  # gap 0: no groups, the sneakers go with them
         assert on.mean_delay_s > off.mean_delay_s
+
+
+def test_kernels_load_from_numba_cache_in_a_fresh_process(tmp_path):
+    """The kernels take structs whose types are built at import (models.yielding.kernel_struct); numba's on-disk
+    cache must still store and find them: with an empty cache directory, a first fresh process compiles and saves
+    the kernels, a second one loads them and compiles nothing."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    script = (
+        "import json\n"
+        "from models import cyclic, queue\n"
+        "from models.evaluate import evaluate_cyclic, evaluate_queue\n"
+        "from sim.scenario import compile_scenario\n"
+        "c = compile_scenario('grid-2x2')\n"
+        "evaluate_cyclic(c.net, c.demand); evaluate_queue(c.net, c.demand)\n"
+        "k = {'cyclic': cyclic._serial_kernel, 'queue': queue._run_kernel}\n"
+        "print(json.dumps({n: [sum(f.stats.cache_hits.values()), sum(f.stats.cache_misses.values())]"
+        " for n, f in k.items()}))\n"
+    )
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"))
+
+    def run() -> dict:
+        res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=REPO,
+                             env=env)
+        assert res.returncode == 0, res.stderr
+        return json.loads(res.stdout.strip().splitlines()[-1])
+
+    first = run()
+    assert all(hits == 0 for hits, _ in first.values())  # the cache directory was empty
+    for name, (hits, misses) in run().items():
+        assert hits >= 1 and misses == 0, (name, hits, misses)
