@@ -175,13 +175,15 @@ def opposing_movements(net) -> list[list[int]]:
                 foe[m].add(o)
     out: list[list[int]] = []
     for m in range(n):
-        phases = np.flatnonzero(minor[:, m])
+        r = net.phases_of(int(net.mov_signal[m]))  # foes are links of the same signal: its phases only
+        maj, mnr = major[r.start:r.stop], minor[r.start:r.stop]
+        phases = np.flatnonzero(mnr[:, m])
         opp = []
         for o in sorted(foe[m]):
-            if np.any(major[:, m] & major[:, o]):
+            if np.any(maj[:, m] & maj[:, o]):
                 continue  # both have priority together somewhere: not a give-way pair
-            gives_way = bool(np.any(major[phases, o])) or (
-                bool(np.any(minor[phases, o])) and _RANK[int(net.mov_turn[o])] < _RANK[int(net.mov_turn[m])])
+            gives_way = bool(np.any(maj[phases, o])) or (
+                bool(np.any(mnr[phases, o])) and _RANK[int(net.mov_turn[o])] < _RANK[int(net.mov_turn[m])])
             if gives_way:
                 opp.append(o)
         out.append(opp)
