@@ -61,7 +61,7 @@ def _model_delays(comp, plansets, params, model: str) -> tuple[np.ndarray, np.nd
 
 
 def evaluate_scenario(spec: str, n_plans: int, seeds: list[int], splits: str = "demand", calibrate: bool = True,
-                      cal_plans: int = 24, cal_seeds=(101, 102, 103), workers: int = 2) -> dict:
+                      cal_plans: int = 24, cal_seeds=(101, 102, 103), workers: int = 2, sumo_cache=None) -> dict:
     from models.cli_predict import params_from_obj
     from models.evaluate import ModelParams
     from sim import calibrate as cal
@@ -73,7 +73,7 @@ def evaluate_scenario(spec: str, n_plans: int, seeds: list[int], splits: str = "
     out = {"scenario": name, "plans": n_plans, "splits": splits, "seeds": seeds}
     if calibrate:
         params["calibrated"] = {}
-        data = cal.calibration_set(comp, cal_plans, cal_seeds, workers=workers)
+        data = cal.calibration_set(comp, cal_plans, cal_seeds, workers=workers, cache=sumo_cache)
         for model in ("cyclic", "queue"):
             t0 = time.perf_counter()
             rec = cal.calibrate(comp, cal_plans, cal_seeds, model, workers=workers, data=data,
@@ -88,7 +88,7 @@ def evaluate_scenario(spec: str, n_plans: int, seeds: list[int], splits: str = "
     y = cal.phase_flow_ratios(comp.net, comp.demand) if splits == "demand" else None
     plansets = cal.random_plansets(comp.net, n_plans, rng, flow_ratio=y)
     t0 = time.perf_counter()
-    runs = cal.measure(comp, plansets, seeds, workers)
+    runs = cal.measure(comp, plansets, seeds, workers, cache=sumo_cache)
     out["sumo_wall_s"] = round(time.perf_counter() - t0, 1)
     sumo_loss = np.array([[r["mean_time_loss_s"] for r in row] for row in runs]).mean(1)
     sumo_sig = np.array([[r["signal_time_loss_h"] for r in row] for row in runs]).mean(1)
@@ -163,11 +163,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=2, help="SUMO runs in parallel")
     ap.add_argument("--out", help="JSON results file")
     ap.add_argument("--md", help="markdown table file (e.g. bench/results/models_fidelity.md)")
+    ap.add_argument("--sumo-cache", type=Path,
+                    help="folder of SUMO run records to reuse (same scenario files, plans, seeds, SUMO version): "
+                         "rerun after a model change without rerunning SUMO")
     args = ap.parse_args(argv)
     specs = args.scenario or scenarios_available(False)
     seeds = [int(s) for s in args.seeds.split(",")]
     res = {Path(s).stem: evaluate_scenario(s, args.plans, seeds, args.splits, not args.no_calibrate,
-                                           workers=args.jobs) for s in specs}
+                                           workers=args.jobs, sumo_cache=args.sumo_cache) for s in specs}
     if args.out:
         atomic_write(Path(args.out), json.dumps(res, indent=1, default=str))
     if args.md:

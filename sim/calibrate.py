@@ -27,6 +27,7 @@ Shared lanes: the saturation flow of a lane that several movements share is divi
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import subprocess
 import tempfile
@@ -214,11 +215,54 @@ def measure_one(comp, planset, seed: int, workdir: Path, protocol: str = "defaul
             **weight_sums(ti, bus_mask(ti, sc))}
 
 
-def measure(comp, plansets, seeds, workers: int = 2, protocol: str = "default") -> list[list[dict]]:
-    """results[i][j]: plan set i, seed j (SUMO runs in parallel subprocesses, outputs in a temporary folder)."""
+# what a cached run record depends on besides its inputs: bump when measure_one's figures change
+RUN_RECORD = "gronvag.sumo-run/1"
+
+
+def _scenario_digest(comp) -> str:
+    """sha256 over what a SUMO run of ``comp`` reads: its files' contents, window and options, SUMO's version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    sc = comp.scenario
+    h = hashlib.sha256(RUN_RECORD.encode())
+    for f in (sc.net_file, *sc.route_files, *sc.additional_files):
+        h.update(Path(f).name.encode() + b"\0" + hashlib.sha256(Path(f).read_bytes()).digest())
+    try:
+        sumo = version("eclipse-sumo")
+    except PackageNotFoundError:
+        sumo = "unknown"
+    h.update(json.dumps([sc.begin_s, sc.end_s, list(map(list, sc.sumo_options)), sumo]).encode())
+    return h.hexdigest()
+
+
+def measure(comp, plansets, seeds, workers: int = 2, protocol: str = "default",
+            cache: Path | None = None) -> list[list[dict]]:
+    """results[i][j]: plan set i, seed j (SUMO runs in parallel subprocesses, outputs in a temporary folder).
+
+    ``cache``: a folder of run records keyed by the scenario's files, window, options and SUMO version, the plan set,
+    the seed and the protocol; a run found there is not repeated (for rerunning a benchmark after a model change).
+    """
+    from sim.planio import atomic_write, planset_to_additional
+
+    keys = {}
+    if cache is not None:
+        base = _scenario_digest(comp)
+        for i, ps in enumerate(plansets):
+            plan = planset_to_additional(ps)
+            for seed in seeds:
+                keys[(i, seed)] = Path(cache) / (hashlib.sha256(
+                    json.dumps([base, plan, int(seed), protocol]).encode()).hexdigest() + ".json")
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max(1, workers)) as pool:
-        futs = {(i, j): pool.submit(measure_one, comp, ps, seed, Path(tmp) / f"p{i}_s{seed}", protocol)
-                for i, ps in enumerate(plansets) for j, seed in enumerate(seeds)}
+        def one(i, ps, seed):
+            key = keys.get((i, seed))
+            if key is not None and key.is_file():
+                return json.loads(key.read_text())
+            rec = measure_one(comp, ps, seed, Path(tmp) / f"p{i}_s{seed}", protocol)
+            if key is not None:
+                atomic_write(key, json.dumps(rec))
+            return rec
+
+        futs = {(i, j): pool.submit(one, i, ps, seed) for i, ps in enumerate(plansets) for j, seed in enumerate(seeds)}
         return [[futs[(i, j)].result() for j in range(len(seeds))] for i in range(len(plansets))]
 
 
@@ -282,13 +326,14 @@ def params_to_obj(params) -> dict:
 
 
 def calibration_set(comp, n_plans: int = 24, seeds=(101, 102, 103), seed: int = 1000, workers: int = 2,
-                    protocol: str = "default"):
+                    protocol: str = "default", cache: Path | None = None):
     """(plan sets, SUMO mean time loss per plan set (K,), SUMO wall s): the random plans of a calibration, measured.
-    ``comp`` must already have its shared lanes split (:func:`shared_lanes_by_demand`)."""
+    ``comp`` must already have its shared lanes split (:func:`shared_lanes_by_demand`); ``cache`` as in
+    :func:`measure`."""
     plansets = random_plansets(comp.net, n_plans, np.random.default_rng(seed),
                                flow_ratio=phase_flow_ratios(comp.net, comp.demand))
     t0 = time.perf_counter()
-    runs = measure(comp, plansets, list(seeds), workers, protocol)
+    runs = measure(comp, plansets, list(seeds), workers, protocol, cache)
     target = np.array([[r["mean_time_loss_s"] for r in row] for row in runs]).mean(1)
     return plansets, target, time.perf_counter() - t0
 

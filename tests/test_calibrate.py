@@ -88,3 +88,25 @@ def test_calibrate_errors(tmp_path):
     with pytest.raises(GronvagError, match="params"):
         params_from_obj({"schema": cal.SCHEMA, "params": [1]})
     assert params_from_obj({"schema": cal.SCHEMA, "params": {"base_loss_s": 3.0}}).base_loss_s == 3.0
+
+
+def test_measure_reuses_cached_runs_and_keys_them_by_plan_and_seed(grid, tmp_path, monkeypatch):
+    """measure(..., cache=DIR): the first call runs SUMO and stores each run record; the same plans and seeds again
+    come from the cache (SUMO is not started), another seed or another plan runs SUMO."""
+    sets = cal.random_plansets(grid.net, 2, np.random.default_rng(5))
+    cache = tmp_path / "runs"
+    first = cal.measure(grid, sets, [1], workers=2, cache=cache)
+    assert len(list(cache.glob("*.json"))) == 2
+    ran = []
+    real = cal.measure_one
+
+    def counting(comp, ps, seed, workdir, protocol="default"):
+        ran.append((seed, ps))
+        return real(comp, ps, seed, workdir, protocol)
+
+    monkeypatch.setattr(cal, "measure_one", counting)
+    again = cal.measure(grid, sets, [1], workers=2, cache=cache)
+    assert ran == [] and again == json.loads(json.dumps(first))
+    cal.measure(grid, sets[:1], [2], workers=1, cache=cache)  # another seed: a new run
+    cal.measure(grid, cal.random_plansets(grid.net, 1, np.random.default_rng(6)), [1], workers=1, cache=cache)
+    assert [s for s, _ in ran] == [2, 1] and len(list(cache.glob("*.json"))) == 4
