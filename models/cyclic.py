@@ -267,12 +267,18 @@ def _departures_as_is(arr, cap, a_sum, p, starts, lens, tmp, out):
     else:
         for t in range(p):
             tmp[t] = 0.0
+    return _replace(tmp, out, p)
+
+
+@njit(cache=True, inline="always")
+def _replace(src, out, p):
+    """out[:p] = src[:p]; returns the largest change of a value."""
     moved = 0.0
     for t in range(p):
-        diff = abs(tmp[t] - out[t])
+        diff = abs(src[t] - out[t])
         if diff > moved:
             moved = diff
-        out[t] = tmp[t]
+        out[t] = src[t]
     return moved
 
 
@@ -467,18 +473,9 @@ def _evaluate_one(net, links, plans, opts, k, dep, disp, arr, cap, tmp, mcache, 
                 area, stopped, q_max = 0.0, 0.0, 0.0
                 for t in range(p):
                     tmp[t] = 0.0
-            moved = 0.0
-            for t in range(p):
-                diff = abs(tmp[t] - dep[m, t])
-                if diff > moved:
-                    moved = diff
-                dep[m, t] = tmp[t]
+            moved = _replace(tmp, dep[m], p)
             if net.yield_is_opp[m] and not gives_way:
-                for t in range(p):
-                    diff = abs(tmp[t] - dep[n_mov + m, t])
-                    if diff > moved0:
-                        moved0 = diff
-                    dep[n_mov + m, t] = tmp[t]
+                moved0 = _replace(tmp, dep[n_mov + m], p)
             if moved0 > 0.0:
                 stamp[m, 2] = counter
             if moved > 0.0:

@@ -306,12 +306,11 @@ def _build_context(net: Network, demand: Demand, p: ModelParams) -> Context:
     np.cumsum(np.bincount(dst, minlength=n_mov), out=in_ptr[1:])
     bt = p.travel_beta * travel[by_dst]
     keep = 1.0 - 1.0 / (1.0 + p.dispersion_alpha * bt)
-    yielding = build_yielding(net, _window_mean(demand, demand.mov_arrival_veh_h), p.yield_gap_s,
-                              p.yield_sneakers)
+    arrival_h = _window_mean(demand, demand.mov_arrival_veh_h)
+    yielding = build_yielding(net, arrival_h, p.yield_gap_s, p.yield_sneakers)
     # upstream first: the feeds, and every movement whose capacity follows opposing departures after those
     y_src, y_dst = yield_edges(yielding)
-    order = _sweep_order(n_mov, np.concatenate([src, y_src]), np.concatenate([dst, y_dst]),
-                         _window_mean(demand, demand.mov_arrival_veh_h))
+    order = _sweep_order(n_mov, np.concatenate([src, y_src]), np.concatenate([dst, y_dst]), arrival_h)
     pen = np.zeros(n_mov)
     if p.stop_penalty:
         pen = np.asarray(net.mov_speed_m_s, np.float64) / 2.0 * (1.0 / p.accel_m_s2 + 1.0 / p.decel_m_s2)
