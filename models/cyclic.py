@@ -164,6 +164,13 @@ class CyclicMovementOut(NamedTuple):
     overflow_queue_veh: np.ndarray  # mean overflow queue = flow * d2 (Little)
 
 
+# The kernels below allocate nothing and only see arrays that their caller holds for the whole call, so they are
+# compiled without numba's reference counting (``_nrt=False``): with it, every call of one of them increfs and decrefs
+# each of its array arguments (the net struct alone carries 18 arrays), about a third of an evaluation's time on one
+# intersection. A kernel that allocates (np.zeros, ...) must not use this decorator.
+_kernel = njit(cache=True, _nrt=False)
+
+
 def allocate_movement_out(k: int, m: int) -> CyclicMovementOut:
     return CyclicMovementOut(*(np.zeros((k, m)) for _ in CyclicMovementOut._fields))
 
@@ -185,7 +192,7 @@ def _queue_second(q0, a, c):
     return 0.0, q0 + a, 0.0, 0.0
 
 
-@njit(cache=True)
+@_kernel
 def robertson(x, shift, keep, out):
     """Periodic Robertson dispersion of profile ``x`` (length P): out[t] = F x[t-shift] + keep out[t-1], F = 1-keep.
 
@@ -217,7 +224,7 @@ def robertson(x, shift, keep, out):
         w *= keep
 
 
-@njit(cache=True)
+@_kernel
 def _build_capacity(sat, starts, lens, levels, p, cap):
     """cap[t] = sat * sum over windows of level * overlap([t, t+1), window mod P), t < P."""
     for t in range(p):
@@ -242,7 +249,7 @@ def _build_capacity(sat, starts, lens, levels, p, cap):
             i += 1
 
 
-@njit(cache=True)
+@_kernel
 def _arrivals(net, links, disp, m, p, arr):
     """Movement m's arrival profile into arr: its entries plus the dispersed departures of the movements feeding it."""
     e = net.entry_veh_s[m]
@@ -255,7 +262,7 @@ def _arrivals(net, links, disp, m, p, arr):
             arr[t] += sh * disp[li, t]
 
 
-@njit(cache=True)
+@_kernel
 def _departures_as_is(arr, cap, a_sum, p, starts, lens, tmp, out):
     """The periodic departures with capacity ``cap`` (scaled to capacity above it) into ``out``; the largest change
     of ``out``. tmp (P,) scratch."""
@@ -282,7 +289,7 @@ def _replace(src, out, p):
     return moved
 
 
-@njit(cache=True)
+@_kernel
 def _give_way(net, m, dep, p, cap, acc):
     """cap[t] *= movement m's capacity factor (models.yielding) from the opposing movements' departure profiles
     before their own giving way (rows M + o of dep), for the seconds with capacity; acc (P,) scratch. The same
@@ -313,7 +320,7 @@ def _give_way(net, m, dep, p, cap, acc):
         cap[t] *= 1.0 + acc[t]
 
 
-@njit(cache=True)
+@_kernel
 def _add_sneakers(starts, lens, p, veh, cap):
     """cap[t] += veh in the last second of every window (not for a window covering the whole period)."""
     for w in range(starts.shape[0]):
@@ -322,7 +329,7 @@ def _add_sneakers(starts, lens, p, veh, cap):
             cap[t % p] += veh
 
 
-@njit(cache=True)
+@_kernel
 def _green_end(starts, lens, p):
     """A second at which the movement's longest window has just ended (where a queue is least likely), or 0."""
     best = -1.0
@@ -334,7 +341,7 @@ def _green_end(starts, lens, p):
     return r
 
 
-@njit(cache=True)
+@_kernel
 def _periodic_queue(arr, cap, scale, p, r, out_dep):
     """Periodic point queue of one movement; departures into out_dep. Returns (area, stopped, max queue).
 
@@ -368,7 +375,7 @@ def _periodic_queue(arr, cap, scale, p, r, out_dep):
     return area, stopped, q_max
 
 
-@njit(cache=True)
+@_kernel
 def _evaluate_one(net, links, plans, opts, k, dep, disp, arr, cap, tmp, mcache, stamp, tot, mov, write_mov,
                   rec_arr, rec_cap):
     """Evaluate candidate k into tot[k] (and mov[k, :] when write_mov).
@@ -530,24 +537,30 @@ def _evaluate_one(net, links, plans, opts, k, dep, disp, arr, cap, tmp, mcache, 
     tot.sweeps[k] = sweeps_used
 
 
+@_kernel
+def _evaluate_range(net, links, plans, opts, k0, k1, dep, disp, arr, cap, tmp, mcache, stamp, tot, mov, write_mov,
+                    no_rec):
+    """Candidates k0:k1 with one set of scratch buffers."""
+    for k in range(k0, k1):
+        _evaluate_one(net, links, plans, opts, k, dep, disp, arr, cap, tmp, mcache, stamp, tot, mov, write_mov,
+                      no_rec, no_rec)
+
+
 @njit(cache=True, parallel=True)
 def _batch_kernel(net, links, plans, opts, chunk_ptr, dep, disp, arr, cap, tmp, mcache, stamp, tot, mov, write_mov):
     """prange over thread chunks; chunk c evaluates candidates chunk_ptr[c]:chunk_ptr[c+1] with scratch row c."""
     n_chunks = chunk_ptr.shape[0] - 1
     no_rec = np.zeros((0, 0))
     for c in prange(n_chunks):
-        for k in range(chunk_ptr[c], chunk_ptr[c + 1]):
-            _evaluate_one(net, links, plans, opts, k, dep[c], disp[c], arr[c], cap[c], tmp[c], mcache[c], stamp[c],
-                          tot, mov, write_mov, no_rec, no_rec)
+        _evaluate_range(net, links, plans, opts, chunk_ptr[c], chunk_ptr[c + 1], dep[c], disp[c], arr[c], cap[c],
+                        tmp[c], mcache[c], stamp[c], tot, mov, write_mov, no_rec)
 
 
 @njit(cache=True)
 def _serial_kernel(net, links, plans, opts, dep, disp, arr, cap, tmp, mcache, stamp, tot, mov, write_mov):
     """All candidates in this thread (no parallel region: a single chunk pays no thread start-up)."""
-    no_rec = np.zeros((0, 0))
-    for k in range(plans.period_s.shape[0]):
-        _evaluate_one(net, links, plans, opts, k, dep[0], disp[0], arr[0], cap[0], tmp[0], mcache[0], stamp[0], tot,
-                      mov, write_mov, no_rec, no_rec)
+    _evaluate_range(net, links, plans, opts, 0, plans.period_s.shape[0], dep[0], disp[0], arr[0], cap[0], tmp[0],
+                    mcache[0], stamp[0], tot, mov, write_mov, np.zeros((0, 0)))
 
 
 @njit(cache=True)
