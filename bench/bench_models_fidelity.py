@@ -61,7 +61,8 @@ def _model_delays(comp, plansets, params, model: str) -> tuple[np.ndarray, np.nd
 
 
 def evaluate_scenario(spec: str, n_plans: int, seeds: list[int], splits: str = "demand", calibrate: bool = True,
-                      cal_plans: int = 24, cal_seeds=(101, 102, 103), workers: int = 2, sumo_cache=None) -> dict:
+                      cal_plans: int = 24, cal_seeds=(101, 102, 103), workers: int = 2, sumo_cache=None,
+                      sat_flow=None) -> dict:
     from models.cli_predict import params_from_obj
     from models.evaluate import ModelParams
     from sim import calibrate as cal
@@ -70,7 +71,15 @@ def evaluate_scenario(spec: str, n_plans: int, seeds: list[int], splits: str = "
     comp, base = cal.shared_lanes_by_demand(compile_scenario(spec), ModelParams())
     name = comp.scenario.name
     params = {"default": {"cyclic": base, "queue": base}}
+    comps = {"default": comp}
     out = {"scenario": name, "plans": n_plans, "splits": splits, "seeds": seeds}
+    if sat_flow is not None:  # the same plans, the models on saturation flows from a file (gronvag satflow)
+        from sim.netcompile import SatFlowConfig
+
+        comps["satflow"], _ = cal.shared_lanes_by_demand(
+            compile_scenario(spec, sat=SatFlowConfig.from_json(sat_flow)), ModelParams())
+        params["satflow"] = {"cyclic": base, "queue": base}
+        out["sat_flow_file"] = str(sat_flow)
     if calibrate:
         params["calibrated"] = {}
         data = cal.calibration_set(comp, cal_plans, cal_seeds, workers=workers, cache=sumo_cache)
@@ -98,7 +107,7 @@ def evaluate_scenario(spec: str, n_plans: int, seeds: list[int], splits: str = "
     out["never_departed"] = [float(np.mean([r["never_departed"] for r in row])) for row in runs]
     for which, by_model in params.items():
         for model, p in by_model.items():
-            mean, per_sig = _model_delays(comp, plansets, p, model)
+            mean, per_sig = _model_delays(comps.get(which, comp), plansets, p, model)
             res = {"network": cal.fit_stats(mean, sumo_loss), "per_signal": cal.fit_stats(per_sig, sumo_sig),
                    "per_signal_each": {comp.net.signal_ids[s]: cal.fit_stats(per_sig[:, s], sumo_sig[:, s])
                                        for s in range(per_sig.shape[1])},
@@ -163,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=2, help="SUMO runs in parallel")
     ap.add_argument("--out", help="JSON results file")
     ap.add_argument("--md", help="markdown table file (e.g. bench/results/models_fidelity.md)")
+    ap.add_argument("--sat-flow", type=Path, metavar="JSON",
+                    help="also evaluate the models on these saturation flows (gronvag satflow; one scenario)")
     ap.add_argument("--sumo-cache", type=Path,
                     help="folder of SUMO run records to reuse (same scenario files, plans, seeds, SUMO version): "
                          "rerun after a model change without rerunning SUMO")
@@ -170,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     specs = args.scenario or scenarios_available(False)
     seeds = [int(s) for s in args.seeds.split(",")]
     res = {Path(s).stem: evaluate_scenario(s, args.plans, seeds, args.splits, not args.no_calibrate,
-                                           workers=args.jobs, sumo_cache=args.sumo_cache) for s in specs}
+                                           workers=args.jobs, sumo_cache=args.sumo_cache, sat_flow=args.sat_flow)
+           for s in specs}
     if args.out:
         atomic_write(Path(args.out), json.dumps(res, indent=1, default=str))
     if args.md:

@@ -91,6 +91,7 @@ _DELEGATED = (
     ("optimise", "engine.optimise.cli", "optimise_main", "optimise cycles, splits and offsets (CP-SAT + model search)"),
     ("predict", "models.cli_predict", "predict_main", "the queue/flow models' predicted KPIs for a plan"),
     ("calibrate", "sim.calibrate", "main", "fit the models' constants to SUMO runs of random plans"),
+    ("satflow", "sim.satflow", "main", "measure saturation flows per movement in SUMO (queue discharge headways)"),
     ("serve", "controllers.cli", "serve_main", "engine side of the controller link: serve plans over ZeroMQ"),
     ("controller", "controllers.cli", "controller_main", "one intersection controller agent"),
     ("keys", "controllers.cli", "keys_main", "create and list CURVE key pairs"),

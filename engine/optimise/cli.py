@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--begin", type=float, help="window start, s (default: the configuration's)")
     ap.add_argument("--end", type=float, help="window end, s (default: the configuration's)")
     ap.add_argument("--bin", type=float, default=900.0, help="demand time-bin width, s (default 900)")
+    ap.add_argument("--sat-flow", metavar="JSON",
+                    help="saturation-flow file: base, turn factors, overrides (e.g. measured by gronvag satflow)")
     ap.add_argument("--sim-check", action="store_true",
                     help="let SUMO choose among model-optimal plans at several cycles and the current plan "
                          "(training seeds --sim-seeds; see engine.optimise.simcheck)")
@@ -131,12 +133,15 @@ def run(args, argv: list[str]) -> int:
     from engine.optimise.output import build_summary, output_files, write_outputs
     from engine.optimise.run import Reporter, optimise
     from models.cli_predict import parse_params
+    from sim.netcompile import SatFlowConfig
     from sim.scenario import compile_scenario
 
     opts = options_from_args(args)
     params = parse_params(args.params) if args.params else None
     console = Console(stderr=True)
-    comp = compile_scenario(args.scenario, routes=args.routes, bin_s=args.bin, begin_s=args.begin, end_s=args.end)
+    sat = SatFlowConfig.from_json(args.sat_flow) if args.sat_flow else None
+    comp = compile_scenario(args.scenario, routes=args.routes, bin_s=args.bin, begin_s=args.begin, end_s=args.end,
+                            sat=sat)
     if args.periods:
         return run_periods(args, argv, opts, params, comp, console)
     inst = build_instance(comp.net, comp.demand, opts, scenario=comp.scenario.name, net_file=comp.scenario.net_file,
@@ -239,6 +244,7 @@ def run_periods(args, argv: list[str], opts, params, comp, console) -> int:
     from engine.optimise.run import Reporter, optimise
     from engine.optimise.solution import to_planset
     from engine.plan import PlanSet, now_iso
+    from sim.netcompile import SatFlowConfig
     from sim.scenario import compile_scenario
 
     if args.sim_check or args.sim_polish or args.phase_order:
@@ -248,7 +254,8 @@ def run_periods(args, argv: list[str], opts, params, comp, console) -> int:
     t0 = time.perf_counter()
     plans, summaries = [], []
     for k, (b, e) in enumerate(periods):
-        pc = compile_scenario(args.scenario, routes=args.routes, bin_s=args.bin, begin_s=b, end_s=e)
+        pc = compile_scenario(args.scenario, routes=args.routes, bin_s=args.bin, begin_s=b, end_s=e,
+                              sat=SatFlowConfig.from_json(args.sat_flow) if args.sat_flow else None)
         popts = dataclasses.replace(opts, time_limit_s=opts.time_limit_s / len(periods),
                                     program_id=f"{opts.program_id}-p{k + 1}")
         inst = build_instance(pc.net, pc.demand, popts, scenario=pc.scenario.name, net_file=pc.scenario.net_file,
