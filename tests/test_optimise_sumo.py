@@ -115,3 +115,19 @@ def test_polish_steps_are_valid_neighbours():
             changed = [i for i in range(len(inst.signals)) if cand.timings[i] != sol.timings[i]]
             assert changed
     assert {"offset", "cycle"} <= kinds
+
+
+def test_polish_keeps_a_step_only_when_its_gain_beats_the_noise():
+    """gain_is_real: a gain seen on every seed is kept; the same mean gain from one lucky seed is not; a gain below
+    min_gain is not; z = 0 keeps any mean gain above min_gain."""
+    from engine.optimise.simpolish import gain_is_real
+
+    ref = [80.0, 70.0, 75.0]
+    steady = [78.0, 68.5, 73.0]  # -1.8 on average, every seed lower
+    lucky = [86.0, 60.0, 73.6]  # the same -1.8 on average, from one seed
+    assert gain_is_real(steady, ref, 0.002, 1.0)
+    assert not gain_is_real(lucky, ref, 0.002, 1.0)
+    assert gain_is_real(lucky, ref, 0.002, 0.0)
+    assert not gain_is_real([79.9, 69.9, 74.9], ref, 0.002, 1.0)  # -0.1 s: below 0.2 % of 75
+    assert not gain_is_real(ref, ref, 0.002, 0.0)
+    assert gain_is_real([74.0], [75.0], 0.002, 1.0) and not gain_is_real([75.0], [75.0], 0.002, 1.0)
