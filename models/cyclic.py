@@ -290,32 +290,50 @@ def _replace(src, out, p):
 
 
 @_kernel
-def _give_way(net, m, dep, p, cap, acc):
-    """cap[t] *= movement m's capacity factor (models.yielding) from the opposing movements' departure profiles
-    before their own giving way (rows M + o of dep), for the seconds with capacity; acc (P,) scratch. The same
-    factor as yielding.factor_now, group by group over the period (the exponential only where an opposing movement
-    departs, and again only when its flow changes)."""
+def _group_factor(net, g, dep, p, out):
+    """out[t] = lane group g's factor minus 1 (models.yielding.lane_factor of phi(q) - 1, 0 where q = 0) from the
+    summed departures q of the movements it gives way to, before their own giving way (rows M + o of dep), t < P. The
+    exponential only where they depart, and again only when their flow changes (profiles are often flat: saturated
+    discharge, steady arrivals)."""
     n_mov = net.sat_veh_s.shape[0]
+    mix = net.yield_mix[g]
+    gap = net.yield_gap_s
+    o0, o1 = net.yield_opp_ptr[g], net.yield_opp_ptr[g + 1]
+    q_last = -1.0
+    b_last = 0.0
+    for t in range(p):
+        q = 0.0
+        for i in range(o0, o1):
+            q += dep[n_mov + net.yield_opp_mov[i], t]
+        if q > 0.0:
+            if q != q_last:
+                q_last = q
+                b_last = lane_factor(np.exp(-gap * q), mix) - 1.0
+            out[t] = b_last
+        else:
+            out[t] = 0.0
+
+
+@_kernel
+def _give_way(net, m, gfac, p, cap, acc):
+    """cap[t] *= movement m's capacity factor (the same as models.yielding.factor_now), 1 + sum over the lane groups
+    g it uses of weight * gfac[g, t] (:func:`_group_factor`), for the seconds with capacity; acc (P,) scratch.
+    With one group, a second without capacity stays 0 (its factor is >= 0: weight <= 1, gfac >= -1)."""
+    e0, e1 = net.yield_mg_ptr[m], net.yield_mg_ptr[m + 1]
+    if e1 - e0 == 1:
+        w = net.yield_mg_weight[e0]
+        fg = gfac[net.yield_mg_group[e0]]
+        for t in range(p):
+            cap[t] *= 1.0 + w * fg[t]
+        return
     for t in range(p):
         acc[t] = 0.0
-    for e in range(net.yield_mg_ptr[m], net.yield_mg_ptr[m + 1]):
-        g = net.yield_mg_group[e]
+    for e in range(e0, e1):
         w = net.yield_mg_weight[e]
-        mix = net.yield_mix[g]
-        o0, o1 = net.yield_opp_ptr[g], net.yield_opp_ptr[g + 1]
-        q_last = -1.0
-        b_last = 0.0
+        fg = gfac[net.yield_mg_group[e]]
         for t in range(p):
-            if cap[t] <= 0.0:
-                continue
-            q = 0.0
-            for i in range(o0, o1):
-                q += dep[n_mov + net.yield_opp_mov[i], t]
-            if q > 0.0:
-                if q != q_last:  # opposing profiles are often flat (saturated discharge, steady arrivals)
-                    q_last = q
-                    b_last = lane_factor(np.exp(-net.yield_gap_s * q), mix) - 1.0
-                acc[t] += w * b_last
+            if cap[t] > 0.0:
+                acc[t] += w * fg[t]
     for t in range(p):
         cap[t] *= 1.0 + acc[t]
 
@@ -376,8 +394,8 @@ def _periodic_queue(arr, cap, scale, p, r, out_dep):
 
 
 @_kernel
-def _evaluate_one(net, links, plans, opts, k, dep, disp, arr, cap, tmp, mcache, stamp, tot, mov, write_mov,
-                  rec_arr, rec_cap):
+def _evaluate_one(net, links, plans, opts, k, dep, disp, arr, cap, tmp, mcache, stamp, gfac, gstamp, tot, mov,
+                  write_mov, rec_arr, rec_cap):
     """Evaluate candidate k into tot[k] (and mov[k, :] when write_mov).
 
     Scratch: dep (2M, Pmax) departure profiles (rows M + m: movement m's departures before its own giving way,
@@ -386,7 +404,9 @@ def _evaluate_one(net, links, plans, opts, k, dep, disp, arr, cap, tmp, mcache, 
     evaluation counter at which the movement's departures last changed / at which it was last evaluated / at which
     its departures before its own giving way last changed. A movement
     none of whose sources changed since its last evaluation would give the same result again and is skipped
-    (exactly).
+    (exactly). gfac (G, Pmax): the lane groups' factor profiles (:func:`_group_factor`), shared by the movements
+    using a group; gstamp (G,) int64: the counter at which each was computed (-1: not yet), recomputed when a
+    movement the group gives way to changed since.
     rec_arr, rec_cap: (M, Pmax) records of the (unscaled) arrival and capacity profiles, or (0, 0) for none.
     """
     n_mov = net.sat_veh_s.shape[0]
@@ -398,6 +418,8 @@ def _evaluate_one(net, links, plans, opts, k, dep, disp, arr, cap, tmp, mcache, 
         stamp[m, 0] = 0
         stamp[m, 1] = -1
         stamp[m, 2] = 0
+    for g in range(gstamp.shape[0]):
+        gstamp[g] = -1
     for li in range(disp.shape[0]):
         for t in range(p):
             disp[li, t] = 0.0
@@ -459,7 +481,16 @@ def _evaluate_one(net, links, plans, opts, k, dep, disp, arr, cap, tmp, mcache, 
                     # feeds, arrivals never change: computed once, here or when another movement needed them first)
                     moved0 = _departures_as_is(arr, cap, a_sum, p, plans.win_start_s[k, m], plans.win_len_s[k, m],
                                                tmp, dep[n_mov + m])
-                _give_way(net, m, dep, p, cap, tmp)
+                for e in range(net.yield_mg_ptr[m], net.yield_mg_ptr[m + 1]):
+                    g = net.yield_mg_group[e]
+                    fresh = gstamp[g] >= 0
+                    for i in range(net.yield_opp_ptr[g], net.yield_opp_ptr[g + 1]):
+                        if stamp[net.yield_opp_mov[i], 2] > gstamp[g]:
+                            fresh = False
+                    if not fresh:
+                        _group_factor(net, g, dep, p, gfac[g])
+                        gstamp[g] = counter
+                _give_way(net, m, gfac, p, cap, tmp)
                 if net.yield_sneak_veh[m] > 0.0:
                     _add_sneakers(plans.win_start_s[k, m], plans.win_len_s[k, m], p, net.yield_sneak_veh[m], cap)
             c_sum = 0.0
@@ -538,35 +569,37 @@ def _evaluate_one(net, links, plans, opts, k, dep, disp, arr, cap, tmp, mcache, 
 
 
 @_kernel
-def _evaluate_range(net, links, plans, opts, k0, k1, dep, disp, arr, cap, tmp, mcache, stamp, tot, mov, write_mov,
-                    no_rec):
+def _evaluate_range(net, links, plans, opts, k0, k1, dep, disp, arr, cap, tmp, mcache, stamp, gfac, gstamp, tot, mov,
+                    write_mov, no_rec):
     """Candidates k0:k1 with one set of scratch buffers."""
     for k in range(k0, k1):
-        _evaluate_one(net, links, plans, opts, k, dep, disp, arr, cap, tmp, mcache, stamp, tot, mov, write_mov,
-                      no_rec, no_rec)
+        _evaluate_one(net, links, plans, opts, k, dep, disp, arr, cap, tmp, mcache, stamp, gfac, gstamp, tot, mov,
+                      write_mov, no_rec, no_rec)
 
 
 @njit(cache=True, parallel=True)
-def _batch_kernel(net, links, plans, opts, chunk_ptr, dep, disp, arr, cap, tmp, mcache, stamp, tot, mov, write_mov):
+def _batch_kernel(net, links, plans, opts, chunk_ptr, dep, disp, arr, cap, tmp, mcache, stamp, gfac, gstamp, tot, mov,
+                  write_mov):
     """prange over thread chunks; chunk c evaluates candidates chunk_ptr[c]:chunk_ptr[c+1] with scratch row c."""
     n_chunks = chunk_ptr.shape[0] - 1
     no_rec = np.zeros((0, 0))
     for c in prange(n_chunks):
         _evaluate_range(net, links, plans, opts, chunk_ptr[c], chunk_ptr[c + 1], dep[c], disp[c], arr[c], cap[c],
-                        tmp[c], mcache[c], stamp[c], tot, mov, write_mov, no_rec)
+                        tmp[c], mcache[c], stamp[c], gfac[c], gstamp[c], tot, mov, write_mov, no_rec)
 
 
 @njit(cache=True)
-def _serial_kernel(net, links, plans, opts, dep, disp, arr, cap, tmp, mcache, stamp, tot, mov, write_mov):
+def _serial_kernel(net, links, plans, opts, dep, disp, arr, cap, tmp, mcache, stamp, gfac, gstamp, tot, mov, write_mov):
     """All candidates in this thread (no parallel region: a single chunk pays no thread start-up)."""
     _evaluate_range(net, links, plans, opts, 0, plans.period_s.shape[0], dep[0], disp[0], arr[0], cap[0], tmp[0],
-                    mcache[0], stamp[0], tot, mov, write_mov, np.zeros((0, 0)))
+                    mcache[0], stamp[0], gfac[0], gstamp[0], tot, mov, write_mov, np.zeros((0, 0)))
 
 
 @njit(cache=True)
-def _profiles_kernel(net, links, plans, opts, k, dep, disp, arr, cap, tmp, mcache, stamp, tot, mov, rec_arr, rec_cap):
-    _evaluate_one(net, links, plans, opts, k, dep, disp, arr, cap, tmp, mcache, stamp, tot, mov, True, rec_arr,
-                  rec_cap)
+def _profiles_kernel(net, links, plans, opts, k, dep, disp, arr, cap, tmp, mcache, stamp, gfac, gstamp, tot, mov,
+                     rec_arr, rec_cap):
+    _evaluate_one(net, links, plans, opts, k, dep, disp, arr, cap, tmp, mcache, stamp, gfac, gstamp, tot, mov, True,
+                  rec_arr, rec_cap)
 
 
 def _check(net: CyclicNet, plans: CyclicPlans) -> tuple[int, int]:
@@ -621,6 +654,16 @@ def _normalise(net: CyclicNet, plans: CyclicPlans, opts: CyclicOptions):
     return net, plans, opts
 
 
+def _scratch(n_thr: int, net, links: _Links, p_max: int) -> tuple:
+    """Per-thread scratch of :func:`_evaluate_one`: dep, disp, arr, cap, tmp, mcache, stamp, gfac, gstamp."""
+    n_mov = net.sat_veh_s.shape[0]
+    n_groups = net.yield_mix.shape[0]
+    return (np.zeros((n_thr, 2 * n_mov, p_max)), np.zeros((n_thr, links.shift_s.shape[0], p_max)),
+            np.zeros((n_thr, p_max)), np.zeros((n_thr, p_max)), np.zeros((n_thr, p_max)), np.zeros((n_thr, n_mov, 3)),
+            np.zeros((n_thr, n_mov, 3), np.int64), np.zeros((n_thr, n_groups, p_max)),
+            np.zeros((n_thr, n_groups), np.int64))
+
+
 def evaluate_batch(
     net: CyclicNet,
     plans: CyclicPlans,
@@ -632,28 +675,22 @@ def evaluate_batch(
     """Evaluate K candidate plans. Returns totals (K,) and per-movement results (K, M) (or (0, M) arrays).
 
     ``n_threads``: thread chunks (default: numba's current thread count, at most K); one chunk runs without a
-    parallel region. Scratch memory is n_threads * (2M + L) * max(P) floats (L <= number of feeds) whatever K is.
+    parallel region. Scratch memory is n_threads * (2M + L + G) * max(P) floats (L <= number of feeds, G lane groups
+    that give way) whatever K is.
     """
     net, plans, opts = _normalise(net, plans, opts)
     k, n_mov = _check(net, plans)
     n_thr = max(1, min(int(n_threads or numba.get_num_threads()), max(k, 1)))
     p_max = int(plans.period_s.max()) if k else 1
-    chunk_ptr = np.linspace(0, k, n_thr + 1).round().astype(np.int64)
-    dep = np.zeros((n_thr, 2 * n_mov, p_max))
-    arr = np.zeros((n_thr, p_max))
-    cap = np.zeros((n_thr, p_max))
-    tmp = np.zeros((n_thr, p_max))
-    mcache = np.zeros((n_thr, n_mov, 3))
-    stamp = np.zeros((n_thr, n_mov, 3), np.int64)
     links = _links(net)
-    disp = np.zeros((n_thr, links.shift_s.shape[0], p_max))
+    scratch = _scratch(n_thr, net, links, p_max)
     tot = CyclicTotals(np.zeros(k), np.zeros(k), np.zeros(k), np.zeros(k, np.int64))
     mov = allocate_movement_out(k if per_movement else 0, n_mov)
     if n_thr == 1:
-        _serial_kernel(net, links, plans, opts, dep, disp, arr, cap, tmp, mcache, stamp, tot, mov, per_movement)
+        _serial_kernel(net, links, plans, opts, *scratch, tot, mov, per_movement)
     else:
-        _batch_kernel(net, links, plans, opts, chunk_ptr, dep, disp, arr, cap, tmp, mcache, stamp, tot, mov,
-                      per_movement)
+        chunk_ptr = np.linspace(0, k, n_thr + 1).round().astype(np.int64)
+        _batch_kernel(net, links, plans, opts, chunk_ptr, *scratch, tot, mov, per_movement)
     return tot, mov
 
 
@@ -677,10 +714,7 @@ class CyclicEvaluator:
     def _buffers(self, n_thr: int, p_max: int) -> tuple:
         key = (n_thr, p_max)
         if key not in self._scratch:
-            n_links = self.links.shift_s.shape[0]
-            self._scratch = {key: (np.zeros((n_thr, 2 * self.n_mov, p_max)), np.zeros((n_thr, n_links, p_max)),
-                                   np.zeros((n_thr, p_max)), np.zeros((n_thr, p_max)), np.zeros((n_thr, p_max)),
-                                   np.zeros((n_thr, self.n_mov, 3)), np.zeros((n_thr, self.n_mov, 3), np.int64))}
+            self._scratch = {key: _scratch(n_thr, self.net, self.links, p_max)}
         return self._scratch[key]
 
     def __call__(self, plans: CyclicPlans, per_movement: bool = False) -> tuple[CyclicTotals, CyclicMovementOut]:
@@ -696,16 +730,14 @@ class CyclicEvaluator:
         plans = CyclicPlans(period, ws, wl, wv)
         n_thr = max(1, min(int(self.n_threads or numba.get_num_threads()), max(k, 1)))
         p_max = int(period.max()) if k else 1
-        dep, disp, arr, cap, tmp, mcache, stamp = self._buffers(n_thr, p_max)
+        scratch = self._buffers(n_thr, p_max)
         tot = CyclicTotals(np.zeros(k), np.zeros(k), np.zeros(k), np.zeros(k, np.int64))
         mov = allocate_movement_out(k if per_movement else 0, self.n_mov)
         if n_thr == 1:
-            _serial_kernel(self.net, self.links, plans, self.opts, dep, disp, arr, cap, tmp, mcache, stamp, tot, mov,
-                           per_movement)
+            _serial_kernel(self.net, self.links, plans, self.opts, *scratch, tot, mov, per_movement)
         else:
             chunk_ptr = np.linspace(0, k, n_thr + 1).round().astype(np.int64)
-            _batch_kernel(self.net, self.links, plans, self.opts, chunk_ptr, dep, disp, arr, cap, tmp, mcache, stamp,
-                          tot, mov, per_movement)
+            _batch_kernel(self.net, self.links, plans, self.opts, chunk_ptr, *scratch, tot, mov, per_movement)
         return tot, mov
 
 
@@ -721,13 +753,11 @@ def evaluate_profiles(
     if not 0 <= k < n_k:
         raise IndexError(f"candidate {k} not in [0, {n_k})")
     p = int(plans.period_s[k])
-    dep = np.zeros((2 * n_mov, p))
     rec_arr = np.zeros((n_mov, p))
     rec_cap = np.zeros((n_mov, p))
     tot = CyclicTotals(np.zeros(n_k), np.zeros(n_k), np.zeros(n_k), np.zeros(n_k, np.int64))
     mov = allocate_movement_out(n_k, n_mov)
     links = _links(net)
-    _profiles_kernel(net, links, plans, opts, k, dep, np.zeros((links.shift_s.shape[0], p)), np.zeros(p),
-                     np.zeros(p), np.zeros(p), np.zeros((n_mov, 3)), np.zeros((n_mov, 3), np.int64), tot, mov,
-                     rec_arr, rec_cap)
-    return rec_arr, rec_cap, dep[:n_mov]
+    scratch = [a[0] for a in _scratch(1, net, links, p)]
+    _profiles_kernel(net, links, plans, opts, k, *scratch, tot, mov, rec_arr, rec_cap)
+    return rec_arr, rec_cap, scratch[0][:n_mov]
