@@ -270,7 +270,8 @@ def _departures_as_is(arr, cap, a_sum, p, starts, lens, tmp, out):
     for t in range(p):
         c_sum += cap[t]
     if a_sum > 0.0:
-        _periodic_queue(arr, cap, c_sum / a_sum if a_sum > c_sum else 1.0, p, _green_end(starts, lens, p), tmp)
+        _periodic_departures(arr, cap, c_sum / a_sum if a_sum > c_sum else 1.0, p, _green_end(starts, lens, p),
+                             tmp)
     else:
         for t in range(p):
             tmp[t] = 0.0
@@ -359,6 +360,50 @@ def _green_end(starts, lens, p):
     return r
 
 
+@njit(cache=True, inline="always")
+def _queue_run(arr, cap, scale, lo, hi, q, area, stopped, q_max, out_dep):
+    """Seconds lo:hi of the point queue from queue q: departures into out_dep; adds to area, stopped and q_max.
+    Returns (q, area, stopped, q_max). A second without capacity (red) is :func:`_queue_second` with c = 0, written
+    out: the queue only grows (one addition on the queue's dependency chain instead of two), every arrival stops."""
+    for t in range(lo, hi):
+        a = scale * arr[t]
+        c = cap[t]
+        if c == 0.0:
+            q1 = q + a
+            area += 0.5 * (q + q1)
+            stopped += a
+            q = q1
+            out_dep[t] = c
+        else:
+            q, d, ar, st = _queue_second(q, a, c)
+            area += ar
+            stopped += st
+            out_dep[t] = d
+        if q > q_max:
+            q_max = q
+    return q, area, stopped, q_max
+
+
+@njit(cache=True, inline="always")
+def _departures_run(arr, cap, scale, lo, hi, q, out_dep):
+    """:func:`_queue_run` for the departures only (the same values); returns the queue at the end."""
+    for t in range(lo, hi):
+        a = scale * arr[t]
+        c = cap[t]
+        if c == 0.0:
+            q = q + a
+            out_dep[t] = c
+        else:
+            q1 = q + a - c
+            if q1 >= 0.0:
+                out_dep[t] = c
+                q = q1
+            else:
+                out_dep[t] = q + a
+                q = 0.0
+    return q
+
+
 @_kernel
 def _periodic_queue(arr, cap, scale, p, r, out_dep):
     """Periodic point queue of one movement; departures into out_dep. Returns (area, stopped, max queue).
@@ -372,25 +417,23 @@ def _periodic_queue(arr, cap, scale, p, r, out_dep):
     stopped = 0.0
     q_max = 0.0
     for _ in range(2):
-        q = q0
-        area = 0.0
-        stopped = 0.0
-        q_max = q0
-        t = r
-        for _i in range(p):
-            q, d, ar, st = _queue_second(q, scale * arr[t], cap[t])
-            area += ar
-            stopped += st
-            if q > q_max:
-                q_max = q
-            out_dep[t] = d
-            t += 1
-            if t == p:
-                t = 0
+        q, area, stopped, q_max = _queue_run(arr, cap, scale, r, p, q0, 0.0, 0.0, q0, out_dep)
+        q, area, stopped, q_max = _queue_run(arr, cap, scale, 0, r, q, area, stopped, q_max, out_dep)
         if q <= 0.0:
             break
         q0 = q
     return area, stopped, q_max
+
+
+@_kernel
+def _periodic_departures(arr, cap, scale, p, r, out_dep):
+    """The departures of :func:`_periodic_queue` only (the same values)."""
+    q = 0.0
+    for _ in range(2):
+        q = _departures_run(arr, cap, scale, r, p, q, out_dep)
+        q = _departures_run(arr, cap, scale, 0, r, q, out_dep)
+        if q <= 0.0:
+            break
 
 
 @_kernel
