@@ -138,10 +138,10 @@ def initial_state(
 
 
 @njit(cache=True)
-def _advance(net, dem, level, state, kpi, n_steps, occ, space, req, phi, a_in, ent, send, cmul, eff):
+def _advance(net, dem, level, state, kpi, n_steps, occ, space, req, phi, a_in, ent, send, cmul, eff, phi_down):
     """Advance ``state`` by n_steps seconds under discharge levels ``level`` (L, M); accumulate into ``kpi``.
 
-    Scratch: occ, space, req, phi (A,); a_in, ent, send, cmul, eff (M,).
+    Scratch: occ, space, req, phi (A,); a_in, ent, send, cmul, eff, phi_down (M,).
     """
     any_yield = net.yield_mg_ptr[net.yield_mg_ptr.shape[0] - 1] > 0
     n_mov = net.sat_veh_s.shape[0]
@@ -185,16 +185,19 @@ def _advance(net, dem, level, state, kpi, n_steps, occ, space, req, phi, a_in, e
                 req[net.mov_approach[net.out_dst[e]]] += send[m] * net.out_share[e]
         for a in range(n_appr):
             phi[a] = 1.0 if req[a] <= space[a] else space[a] / req[a]
+        # the smallest phi of the approaches each movement feeds
+        for m in range(n_mov):
+            f = 1.0
+            for e in range(net.out_ptr[m], net.out_ptr[m + 1]):
+                pa = phi[net.mov_approach[net.out_dst[e]]]
+                if pa < f:
+                    f = pa
+            phi_down[m] = f
         if any_yield:
             # movements that give way: capacity factor from the opposing discharge in this second (as offered, cut
             # to the space downstream)
             for m in range(n_mov):
-                f = 1.0
-                for e in range(net.out_ptr[m], net.out_ptr[m + 1]):
-                    pa = phi[net.mov_approach[net.out_dst[e]]]
-                    if pa < f:
-                        f = pa
-                eff[m] = send[m] * f
+                eff[m] = send[m] * phi_down[m]
             for m in range(n_mov):
                 if net.yield_mg_ptr[m + 1] > net.yield_mg_ptr[m]:
                     cmul[m] = factor_now(net, m, eff)
@@ -215,11 +218,7 @@ def _advance(net, dem, level, state, kpi, n_steps, occ, space, req, phi, a_in, e
             backlog[m] = left
             kpi.entered_veh[m] += adm
             arr = a_in[m] + adm
-            f = 1.0
-            for e in range(net.out_ptr[m], net.out_ptr[m + 1]):
-                pa = phi[net.mov_approach[net.out_dst[e]]]
-                if pa < f:
-                    f = pa
+            f = phi_down[m]
             c = net.sat_veh_s[m] * level[row, m] * cmul[m]
             if f < 1.0:
                 # discharge cut to the downstream space; the queue then runs at that rate all second
@@ -252,7 +251,8 @@ def _advance(net, dem, level, state, kpi, n_steps, occ, space, req, phi, a_in, e
 def _run_kernel(net, dem, level, state, kpi, n_steps, n_appr):
     n_mov = net.sat_veh_s.shape[0]
     _advance(net, dem, level, state, kpi, n_steps, np.zeros(n_appr), np.zeros(n_appr), np.zeros(n_appr),
-             np.zeros(n_appr), np.zeros(n_mov), np.zeros(n_mov), np.zeros(n_mov), np.zeros(n_mov), np.zeros(n_mov))
+             np.zeros(n_appr), np.zeros(n_mov), np.zeros(n_mov), np.zeros(n_mov), np.zeros(n_mov), np.zeros(n_mov),
+             np.zeros(n_mov))
 
 
 @njit(cache=True)
@@ -284,6 +284,7 @@ def _chunk(net, dem, levels, state0, kpi, n_steps, k0, k1, c, th_q, th_b, th_rin
     send = np.zeros(n_mov)
     cmul = np.zeros(n_mov)
     eff = np.zeros(n_mov)
+    phi_down = np.zeros(n_mov)
     for k in range(k0, k1):
         th_q[c, :] = state0.queue_veh
         th_b[c, :] = state0.backlog_veh
@@ -294,7 +295,7 @@ def _chunk(net, dem, levels, state0, kpi, n_steps, k0, k1, c, th_q, th_b, th_rin
         kk = QueueKpis(kpi.delay_veh_s[k], kpi.backlog_delay_veh_s[k], kpi.stops_veh[k], kpi.arrivals_veh[k],
                        kpi.departures_veh[k], kpi.entered_veh[k], kpi.exited_veh[k], kpi.max_queue_veh[k],
                        kpi.blocked_s[k])
-        _advance(net, dem, levels[k], st, kk, n_steps, occ, space, req, phi, a_in, ent, send, cmul, eff)
+        _advance(net, dem, levels[k], st, kk, n_steps, occ, space, req, phi, a_in, ent, send, cmul, eff, phi_down)
 
 
 def _normalise(net: QueueNet, dem: QueueDemand) -> tuple[_KernelNet, QueueDemand]:

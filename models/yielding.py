@@ -107,7 +107,8 @@ def lane_factor(phi, mix):
     return phi / ((1.0 - mix) * phi + mix)
 
 
-@njit(cache=True)
+# no reference counting (it allocates nothing): with it, every call increfs and decrefs each array of ``net``
+@njit(cache=True, _nrt=False)
 def factor_now(net, m, rate):
     """Capacity factor of movement m given the movements' discharge ``rate`` (M,) in the same second, veh/s (the
     queue model: what they send now; the cyclic model computes the same factor over its period,
