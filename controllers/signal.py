@@ -23,8 +23,19 @@ from __future__ import annotations
 from collections.abc import Hashable
 from dataclasses import dataclass
 
-from engine.plan import Phase, SignalPlan, check_structure
-from engine.safety import PlanBits, SignalSpec, check_bits, check_plan, plan_bits, sequence_bits, switch_safe
+from engine.plan import Phase, SignalPlan
+from engine.safety import (
+    JoinEdges,
+    PlanBits,
+    SignalSpec,
+    check_bits,
+    check_plan,
+    clean_plan_bits,
+    edges_safe,
+    join_edges,
+    sequence_bits,
+    switch_safe,
+)
 
 ACTIVATIONS = ("asap", "next_cycle", "at")
 
@@ -83,8 +94,10 @@ class TransitionCache:
     travelled under. One cache serves one spec (it is cleared if used with another spec object). A verdict is computed
     from the two plans' bitsets (:func:`engine.safety.sequence_bits`, the same rules on the same seconds as
     check_plan on the composite; each plan's bitsets are kept while it is in use, with whether the plan passes the
-    rules on its own): when both plans do, only what crosses the two joins is read (:func:`engine.safety.switch_safe`,
-    the same verdict); the composite itself is checked when either plan is not structurally clean."""
+    rules on its own): when both plans do, only what crosses the two joins is read, from each plan's edges at its cut
+    (:func:`engine.safety.edges_safe`; the edges are kept with the plan's entry, so those of the running and the
+    fallback plan are made once) or, where the edges do not decide it, by :func:`engine.safety.switch_safe` (the same
+    verdict); the composite itself is checked when either plan is not structurally clean."""
 
     # small bounds: a controller needs verdicts for its running, pending, fallback and recurring plans only; every
     # entry keeps its plans alive, and a process hosting many controllers pays for live objects in each full GC
@@ -105,27 +118,38 @@ class TransitionCache:
         if spec is self._spec:
             self._keep(plan, bits, clean)
 
-    def _keep(self, plan: SignalPlan, bits: PlanBits | None, clean: bool | None, h: int | None = None) -> _PlanEntry:
+    def _keep(self, plan: SignalPlan, bits: PlanBits | None, clean: bool | None, h: int | None = None,
+              edges: dict[int, JoinEdges | None] | None = None) -> _PlanEntry:
         if len(self._bits) >= 16 and id(plan) not in self._bits:
             del self._bits[next(iter(self._bits))]  # the least recently used
-        entry = self._bits[id(plan)] = (plan, bits, clean, hash(plan) if h is None else h)
+        entry = self._bits[id(plan)] = (plan, bits, clean, hash(plan) if h is None else h,
+                                        {} if edges is None else edges)
         return entry
 
     def _plan_entry(self, plan: SignalPlan, spec: SignalSpec) -> _PlanEntry:
         entry = self._bits.pop(id(plan), None)
         if entry is None or entry[0] is not plan:
-            clean = plan.n_links == spec.n_links and not check_structure(plan)
-            return self._keep(plan, plan_bits(plan) if clean else None, None)
+            return self._keep(plan, clean_plan_bits(plan, spec.n_links), None)  # None: not structurally clean
         self._bits[id(plan)] = entry  # now the most recently used (a controller's fallback plan stays)
         return entry
 
     def _clean(self, entry: _PlanEntry, spec: SignalSpec) -> bool:
         """Whether the plan of ``entry`` (from :meth:`_plan_entry`, structurally clean) passes the rules alone."""
-        plan, bits, clean, h = entry
+        plan, bits, clean, h, edges = entry
         if clean is None:
             clean = not check_bits(plan.signal_id, bits, spec)
-            self._keep(plan, bits, clean, h)
+            self._keep(plan, bits, clean, h, edges)
         return clean
+
+    @staticmethod
+    def _edges(entry: _PlanEntry, from_phase: int) -> JoinEdges | None:
+        """The entry's plan begun at ``from_phase``, as a switch check reads it (engine.safety.join_edges), kept with
+        the entry: a running or fallback plan is checked at the same few phases against every new plan."""
+        edges = entry[4]
+        if from_phase in edges:
+            return edges[from_phase]
+        out = edges[from_phase] = join_edges(entry[1], from_phase)
+        return out
 
     def safe(self, old: SignalPlan, k: int, new: SignalPlan, j: int, spec: SignalSpec) -> bool:
         if spec is not self._spec:
@@ -143,7 +167,10 @@ class TransitionCache:
         if a is not None and b is not None:
             k1 = (k + 1) % len(old.phases)
             if self._clean(ea, spec) and self._clean(eb, spec):
-                ok = switch_safe(a, k1, b, j, spec)
+                xa, xb = self._edges(ea, k1), self._edges(eb, j)
+                ok = None if xa is None or xb is None else edges_safe(xa, xb, spec)
+                if ok is None:  # a group green (yellow, red-amber) all cycle, or a short cycle
+                    ok = switch_safe(a, k1, b, j, spec)
             else:
                 ok = not check_bits(new.signal_id, sequence_bits(a, k1, b, j), spec)
         else:
@@ -154,7 +181,7 @@ class TransitionCache:
         return ok
 
 
-_PlanEntry = tuple[SignalPlan, PlanBits | None, bool | None, int]
+_PlanEntry = tuple[SignalPlan, PlanBits | None, bool | None, int, dict[int, JoinEdges | None]]
 
 
 class _SwitchKey:

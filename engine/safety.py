@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from engine.plan import SignalPlan, check_structure
+from engine.plan import PHASE_KINDS, STATE_CHARS, SignalPlan, check_structure
 
 # state codes used in expanded plans
 RED, YELLOW, GREEN_MINOR, GREEN_MAJOR, REDAMBER, OFF = 0, 1, 2, 3, 4, 5
@@ -198,6 +198,51 @@ def plan_bits(plan: SignalPlan) -> PlanBits:
     return PlanBits(cycle, tuple(starts), tuple(green), tuple(yellow), tuple(redamber))
 
 
+#: state strings made only of valid signal characters -> (length, green, yellow and red-amber groups)
+_CLEAN_STATES: dict[str, tuple[int, tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = {}
+
+
+def clean_plan_bits(plan: SignalPlan, n_links: int) -> PlanBits | None:
+    """:func:`plan_bits` of ``plan`` if :func:`engine.plan.check_structure` finds nothing wrong with it and it has
+    ``n_links`` signal groups, else None (the caller then runs those checks for their messages).
+
+    One pass over the phases instead of the structure check's and then the bitsets' (a controller runs this on every
+    plan it receives): the same conditions as ``check_structure``, each state string's characters checked once per
+    process (memoised with its groups); ``tests/test_safety.py`` compares the two on valid and broken plans."""
+    phases = plan.phases
+    if not phases:
+        return None
+    green, yellow, redamber = [0] * n_links, [0] * n_links, [0] * n_links
+    starts = []
+    cycle = 0
+    for ph in phases:
+        groups = _CLEAN_STATES.get(ph.state)
+        if groups is None:
+            state = ph.state
+            if not STATE_CHARS.issuperset(state):
+                return None
+            groups = (len(state), *_state_groups(state))
+            if len(_CLEAN_STATES) >= 4096:
+                _CLEAN_STATES.clear()
+            _CLEAN_STATES[state] = groups
+        n, gs, ys, us = groups
+        d = ph.duration_s
+        if n != n_links or d <= 0 or ph.kind not in PHASE_KINDS or (ph.max_s and ph.min_s > ph.max_s):
+            return None
+        starts.append(cycle)
+        bits = ((1 << d) - 1) << cycle
+        cycle += d
+        for i in gs:
+            green[i] |= bits
+        for i in ys:
+            yellow[i] |= bits
+        for i in us:
+            redamber[i] |= bits
+    if cycle != plan.cycle_s or not 0 <= plan.offset_s < max(plan.cycle_s, 1) or plan.valid_to_s <= plan.valid_from_s:
+        return None
+    return PlanBits(cycle, tuple(starts), tuple(green), tuple(yellow), tuple(redamber))
+
+
 def sequence_bits(first: PlanBits, first_from: int, second: PlanBits, second_from: int) -> PlanBits:
     """Bitsets of one cycle of ``first`` starting at its phase ``first_from`` followed by one cycle of ``second``
     starting at its phase ``second_from``, read as one cyclic plan (what a plan switch shows around the switch). The
@@ -226,7 +271,10 @@ def check_plan(plan: SignalPlan, spec: SignalSpec) -> list[str]:
 
 def check_plan_bits(plan: SignalPlan, spec: SignalSpec) -> tuple[list[str], PlanBits | None]:
     """:func:`check_plan`'s messages and the plan's bitsets (None when it is not structurally valid for ``spec``)."""
-    errs = check_structure(plan)
+    bits = clean_plan_bits(plan, spec.n_links)
+    if bits is not None:
+        return check_bits(plan.signal_id, bits, spec), bits
+    errs = check_structure(plan)  # something is wrong: the messages come from the checks themselves
     if errs:
         return errs, None
     if plan.n_links != spec.n_links:
@@ -334,7 +382,7 @@ def switch_safe(first: PlanBits, first_from: int, second: PlanBits, second_from:
     join can break a rule; those are checked here with :func:`check_bits`'s own formulas. Cycles too short for that
     argument (either cycle not longer than the clearance or than the two reaches together) get the full check."""
     rules = _spec_rules(spec)
-    min_g, max_g, yel, ra, ii, jj, clearance, reach_y, reach_ra, foes = rules[:10]
+    min_g, max_g, yel, ra, ii, jj, clearance, reach_y, reach_ra, foes, clearance_steps = rules[:11]
     c1, c2 = first.cycle_s, second.cycle_s
     if min(c1, c2) <= max(clearance, reach_y + reach_ra):
         return not check_bits("", sequence_bits(first, first_from, second, second_from), spec)
@@ -400,16 +448,116 @@ def switch_safe(first: PlanBits, first_from: int, second: PlanBits, second_from:
     # a green second whose clearance reaches back across a join: the first `clearance` seconds of either part
     w = (1 << clearance) - 1
     after1, after2 = ((w << r1) | (w >> (c1 - r1))) & m1, ((w << r2) | (w >> (c2 - r2))) & m2
+    yellow1, yellow2 = first.yellow, second.yellow
     for b, foes_b in enumerate(foes):
         if not foes_b or not (green1[b] & after1 or green2[b] & after2):
             continue
         gb = joined(green1[b] & after1, green2[b] & after2)
+        # check_bits asks whether a foe is active within `clearance` seconds before one of these green seconds (its
+        # active set spread forward over 0..clearance seconds, met with gb); the same seconds are met by gb spread
+        # backward over 0..clearance seconds and the foe's active set, which is spread once per b, not once per foe
+        back = gb
+        for step in clearance_steps:
+            k = step % cycle
+            back |= ((back >> k) | (back << (cycle - k))) & full
         for a in foes_b:
-            r = act = joined(green1[a] | first.yellow[a], green2[a] | second.yellow[a])
-            for k in range(1, clearance + 1):
-                r |= ((act << k) | (act >> (cycle - k))) & full
-            if gb & r:
+            if back & joined(green1[a] | yellow1[a], green2[a] | yellow2[a]):
                 return False
+    return True
+
+
+class JoinEdges(NamedTuple):
+    """What a plan switch's checks read of one part of the sequence (:func:`sequence_bits`: a plan's cycle begun at one
+    of its phases), per signal group, in that part's own seconds (0 = the part's first second, ``cycle_s`` of them):
+
+    ``lead_green`` / ``trail_green``: green seconds at its start / at its end; ``lead_yellow``: yellow seconds at its
+    start; ``trail_redamber``: red-amber seconds at its end; ``yellow_tail``: the yellow seconds at its end when a green
+    run ends right before them (else -1); ``redamber_head``: the red-amber seconds at its start when a green run begins
+    right after them (else -1); ``idle_tail``: seconds at its end since the group was last green or yellow;
+    ``first_green``: its first green second (``cycle_s`` if none). Made once per plan and phase (:func:`join_edges`):
+    a controller keeps those of its running and fallback plans, so a switch check reads a few integers per group."""
+
+    cycle_s: int
+    lead_green: tuple[int, ...]
+    trail_green: tuple[int, ...]
+    lead_yellow: tuple[int, ...]
+    trail_redamber: tuple[int, ...]
+    yellow_tail: tuple[int, ...]
+    redamber_head: tuple[int, ...]
+    idle_tail: tuple[int, ...]
+    first_green: tuple[int, ...]
+
+
+def join_edges(bits: PlanBits, from_phase: int) -> JoinEdges | None:
+    """The :class:`JoinEdges` of ``bits`` begun at phase ``from_phase``; None when a group is green, yellow or red-amber
+    through the whole cycle (a run or a reading that would cross both joins: :func:`edges_safe` does not cover it)."""
+    c = bits.cycle_s
+    r = bits.starts[from_phase]
+    m = (1 << c) - 1
+    back = c - r
+    rows = []
+    for g, y, u in zip(bits.green, bits.yellow, bits.redamber, strict=True):
+        if g == m or y == m or u == m:
+            return None
+        g = ((g >> r) | (g << back)) & m
+        y = ((y >> r) | (y << back)) & m
+        u = ((u >> r) | (u << back)) & m
+        lead_g = ((g + 1) & ~g).bit_length() - 1
+        trail_g = c - (~g & m).bit_length()
+        ty = c - (~y & m).bit_length()  # yellow seconds at the end
+        hu = ((u + 1) & ~u).bit_length() - 1  # red-amber seconds at the start
+        rows.append((lead_g, trail_g, ((y + 1) & ~y).bit_length() - 1, c - (~u & m).bit_length(),
+                     ty if not trail_g and ty and g >> (c - 1 - ty) & 1 else -1,
+                     hu if not lead_g and hu and g >> hu & 1 else -1,
+                     c - (g | y).bit_length(), (g & -g).bit_length() - 1 if g else c))
+    return JoinEdges(c, *zip(*rows, strict=True)) if rows else None
+
+
+def edges_safe(first: JoinEdges, second: JoinEdges, spec: SignalSpec) -> bool | None:
+    """:func:`switch_safe` of the sequence ``first`` then ``second`` (each :func:`join_edges` of a plan that passes
+    :func:`check_bits` on its own: the caller's promise) from their edges alone; None where the argument needs cycles
+    longer than the clearance and than the two reaches together (:func:`switch_safe` then checks it).
+
+    At a join X -> Y (X's end meets Y's start, and Y's end meets X's start), per group: a green run across it is as long
+    as X's green tail and Y's green head together (minimum and maximum green); a run that ends at the join is followed
+    by Y's yellow head, one that begins there is preceded by X's red-amber tail; a green run right before X's yellow
+    tail gets Y's yellow head added to its yellow, one right after Y's red-amber head gets X's red-amber tail added to
+    its red-amber; a green second of Y within the clearance of its start is that many seconds, plus one, plus the
+    foe's idle tail in X after the foe's last green or yellow second. Everything else a rule reads lies inside one part
+    and reads what it reads in that plan on its own, which passes (the argument of :func:`switch_safe`)."""
+    rules = _spec_rules(spec)
+    min_g, max_g, yel, ra, clearance, reach_y, reach_ra, foes = (rules.min_g, rules.max_g, rules.yel, rules.ra,
+                                                                 rules.clearance, rules.yellow_reach,
+                                                                 rules.redamber_reach, rules.foes)
+    if min(first.cycle_s, second.cycle_s) <= max(clearance, reach_y + reach_ra):
+        return None
+    for x, y in ((first, second), (second, first)):
+        x_tg, y_lg, y_ly, x_tu, x_yt, y_uh = x.trail_green, y.lead_green, y.lead_yellow, x.trail_redamber, \
+            x.yellow_tail, y.redamber_head
+        for i in range(len(min_g)):
+            t, h = x_tg[i], y_lg[i]
+            if t or h:
+                length = t + h
+                if (min_g[i] and length < min_g[i]) or (max_g[i] and length > max_g[i]):
+                    return False
+                if not h:
+                    if yel[i] and y_ly[i] < yel[i]:
+                        return False
+                elif not t:
+                    if ra[i] and x_tu[i] < ra[i]:
+                        return False
+            if yel[i] and x_yt[i] > 0 and x_yt[i] + y_ly[i] < yel[i]:
+                return False
+            if ra[i] and y_uh[i] > 0 and y_uh[i] + x_tu[i] < ra[i]:
+                return False
+        if clearance > 0:
+            y_first, x_idle = y.first_green, x.idle_tail
+            for b, foes_b in enumerate(foes):
+                s = y_first[b]
+                if s < clearance:
+                    for a in foes_b:
+                        if s + x_idle[a] + 1 <= clearance:
+                            return False
     return True
 
 

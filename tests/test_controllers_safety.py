@@ -22,7 +22,9 @@ from engine.safety import (
     _runs,
     check_bits,
     check_plan,
+    edges_safe,
     expand,
+    join_edges,
     plan_bits,
     sequence_bits,
     switch_safe,
@@ -258,6 +260,13 @@ def test_switch_safe_equals_the_full_check_and_its_twin(data):
     assert TransitionCache().safe(old, k, new, j, spec) == full
     if not check_plan(old, spec) and not check_plan(new, spec):
         assert switch_safe(plan_bits(old), (k + 1) % len(old.phases), plan_bits(new), j, spec) == full
+        assert _edges_verdict(old, k, new, j, spec) in (None, full)
+
+
+def _edges_verdict(old: SignalPlan, k: int, new: SignalPlan, j: int, spec: SignalSpec) -> bool | None:
+    """engine.safety.edges_safe on the two plans' join edges (None where it leaves the verdict to switch_safe)."""
+    a, b = join_edges(plan_bits(old), (k + 1) % len(old.phases)), join_edges(plan_bits(new), j)
+    return None if a is None or b is None else edges_safe(a, b, spec)
 
 
 def test_switch_safe_on_many_clean_pairs():
@@ -266,6 +275,7 @@ def test_switch_safe_on_many_clean_pairs():
     rng = np.random.default_rng(2026)
     draw_int = lambda lo, hi: int(rng.integers(lo, hi + 1))  # noqa: E731
     seen = {True: 0, False: 0}
+    edges_seen = {True: 0, False: 0}
     for _ in range(300):
         n = draw_int(1, 5)
         spec = _stage_spec(draw_int, n)
@@ -278,5 +288,49 @@ def test_switch_safe_on_many_clean_pairs():
                 assert full == twin
                 fast = switch_safe(plan_bits(old), (k + 1) % len(old.phases), plan_bits(new), j, spec)
                 assert fast == full, (old, k, new, j, spec)
+                edges = _edges_verdict(old, k, new, j, spec)
+                assert edges in (None, full), (old, k, new, j, spec)
                 seen[full] += 1
+                edges_seen[full] += edges is not None
     assert seen[True] > 1000 and seen[False] > 1000, seen
+    assert edges_seen[True] > 300 and edges_seen[False] > 300, edges_seen  # many decided by the edges alone
+
+
+def _split_phases(draw_int, plan: SignalPlan) -> SignalPlan:
+    """The same plan with some phases split in two of the same state (the seconds it shows are unchanged): a switch
+    may then leave or enter it in the middle of a yellow, red-amber or green run."""
+    phases = []
+    for ph in plan.phases:
+        if ph.duration_s >= 2 and draw_int(0, 1):
+            d = draw_int(1, ph.duration_s - 1)
+            phases += [Phase(ph.state, d, kind=ph.kind), Phase(ph.state, ph.duration_s - d, kind=ph.kind)]
+        else:
+            phases.append(ph)
+    return make_plan("J", phases, offset_s=plan.offset_s)
+
+
+def test_join_edges_with_switches_inside_runs():
+    """edges_safe (what the transition memo reads for two plans that pass alone) against the full check, with plans
+    whose phases are split so that a switch can fall inside a yellow, red-amber or green run: the yellow after a run
+    then continues across the join, and so does the red-amber before one."""
+    rng = np.random.default_rng(6)
+    draw_int = lambda lo, hi: int(rng.integers(lo, hi + 1))  # noqa: E731
+    seen = {True: 0, False: 0}
+    for _ in range(200):
+        n = draw_int(1, 4)
+        spec = _stage_spec(draw_int, n)
+        plans = (_split_phases(draw_int, _stage_plan(draw_int, n, spec)) for _ in range(30))
+        clean = [p for p in plans if not check_plan(p, spec)]
+        for _ in range(20 if len(clean) > 1 else 0):
+            old, new = clean[draw_int(0, len(clean) - 1)], clean[draw_int(0, len(clean) - 1)]
+            for k in range(len(old.phases)):
+                for j in range(len(new.phases)):
+                    edges = _edges_verdict(old, k, new, j, spec)
+                    if edges is None:
+                        continue
+                    composite = make_plan("J", old.phases[k + 1:] + old.phases[:k + 1] + new.phases[j:] +
+                                          new.phases[:j])
+                    assert edges == (not check_plan(composite, spec)), (old, k, new, j, spec)
+                    assert TransitionCache().safe(old, k, new, j, spec) == edges
+                    seen[edges] += 1
+    assert seen[True] > 2000 and seen[False] > 2000, seen

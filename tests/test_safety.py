@@ -121,3 +121,41 @@ def test_a_spec_owns_read_only_arrays_so_its_memoised_rules_cannot_go_stale():
             pass
         else:
             raise AssertionError(f"{name} is writeable")
+
+
+def test_clean_plan_bits_is_plan_bits_exactly_when_the_structure_is_clean():
+    """engine.safety.clean_plan_bits (the structure check and the bitsets in one pass, run on every plan a controller
+    receives) gives plan_bits exactly when check_structure finds nothing and the plan has the expected number of
+    groups, else None; on random plans, many of them broken in one of the ways check_structure looks for."""
+    from engine.plan import SignalPlan, check_structure
+    from engine.safety import check_plan_bits, clean_plan_bits, plan_bits
+
+    rng = np.random.default_rng(11)
+    chars = "GgyrusoOx"  # x: not a signal state
+    seen = {True: 0, False: 0}
+    for _ in range(4000):
+        n = int(rng.integers(0, 4))
+        phases = []
+        for _ in range(int(rng.integers(0, 5))):
+            m = n if rng.random() < 0.9 else int(rng.integers(0, 4))
+            state = "".join(rng.choice(list(chars[:8] if rng.random() < 0.9 else chars), size=m))
+            kind = "green" if rng.random() < 0.5 else str(rng.choice(["yellow", "allred", "redamber", "amber"]))
+            lo, hi = (int(x) for x in rng.integers(0, 9, size=2))
+            phases.append(Phase(state, int(rng.integers(-1, 9)), min_s=lo, max_s=hi if rng.random() < 0.5 else 0,
+                                kind=kind))
+        total = sum(p.duration_s for p in phases)
+        cycle = total if rng.random() < 0.8 else int(rng.integers(0, 40))
+        valid_to = 86400.0 if rng.random() < 0.9 else float(rng.integers(0, 2))
+        plan = SignalPlan(signal_id="J", cycle_s=cycle, offset_s=int(rng.integers(-2, max(cycle, 1) + 2)),
+                          phases=tuple(phases), valid_from_s=float(rng.integers(0, 2)), valid_to_s=valid_to)
+        want_n = n if rng.random() < 0.9 else n + 1
+        clean = not check_structure(plan) and plan.n_links == want_n
+        got = clean_plan_bits(plan, want_n)
+        assert (got is not None) == clean, plan
+        if clean:
+            assert got == plan_bits(plan)
+            spec = SignalSpec("J", np.zeros(want_n, np.int32), np.zeros(want_n, np.int32), np.zeros(want_n, np.int32),
+                              np.zeros(want_n, np.int32), 0, np.zeros((want_n, want_n), bool))
+            assert check_plan_bits(plan, spec) == (check_plan(plan, spec), got)
+        seen[clean] += 1
+    assert seen[True] > 200 and seen[False] > 2000, seen
