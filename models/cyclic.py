@@ -262,13 +262,21 @@ def _arrivals(net, links, disp, m, p, arr):
             arr[t] += sh * disp[li, t]
 
 
-@_kernel
-def _departures_as_is(arr, cap, a_sum, p, starts, lens, tmp, out):
-    """The periodic departures with capacity ``cap`` (scaled to capacity above it) into ``out``; the largest change
-    of ``out``. tmp (P,) scratch."""
-    c_sum = 0.0
+@njit(cache=True, inline="always")
+def _sums(x, y, p):
+    """(sum of x[:p], sum of y[:p]), each in index order; one loop, so that the two addition chains overlap."""
+    sx = 0.0
+    sy = 0.0
     for t in range(p):
-        c_sum += cap[t]
+        sx += x[t]
+        sy += y[t]
+    return sx, sy
+
+
+@_kernel
+def _departures_as_is(arr, cap, a_sum, c_sum, p, starts, lens, tmp, out):
+    """The periodic departures with capacity ``cap`` (scaled to capacity above it; a_sum, c_sum: the profiles'
+    sums) into ``out``; the largest change of ``out``. tmp (P,) scratch."""
     if a_sum > 0.0:
         _periodic_departures(arr, cap, c_sum / a_sum if a_sum > c_sum else 1.0, p, _green_end(starts, lens, p),
                              tmp)
@@ -500,12 +508,10 @@ def _evaluate_one(net, links, plans, opts, k, dep, disp, arr, cap, tmp, mcache, 
                     o = net.yield_opp_mov[i]
                     if stamp[o, 1] < 0 and stamp[o, 2] == 0:
                         _arrivals(net, links, disp, o, p, arr)
-                        s_o = 0.0
-                        for t in range(p):
-                            s_o += arr[t]
                         _build_capacity(net.sat_veh_s[o], plans.win_start_s[k, o], plans.win_len_s[k, o],
                                         plans.win_level[k, o], p, cap)
-                        _departures_as_is(arr, cap, s_o, p, plans.win_start_s[k, o], plans.win_len_s[k, o], tmp,
+                        a_o, c_o = _sums(arr, cap, p)
+                        _departures_as_is(arr, cap, a_o, c_o, p, plans.win_start_s[k, o], plans.win_len_s[k, o], tmp,
                                           dep[n_mov + o])
                         stamp[o, 2] = counter
             stamp[m, 1] = counter
@@ -513,17 +519,18 @@ def _evaluate_one(net, links, plans, opts, k, dep, disp, arr, cap, tmp, mcache, 
             _build_capacity(
                 net.sat_veh_s[m], plans.win_start_s[k, m], plans.win_len_s[k, m], plans.win_level[k, m], p, cap
             )
-            a_sum = 0.0
-            for t in range(p):
-                a_sum += arr[t]
             gives_way = net.yield_mg_ptr[m + 1] > net.yield_mg_ptr[m]
             moved0 = 0.0
+            have_a_sum = False
+            a_sum = 0.0
             if gives_way:
                 if net.yield_is_opp[m] and (has_feeds or stamp[m, 2] == 0):
                     # others give way to m too: they see its departures as if it did not give way itself (without
                     # feeds, arrivals never change: computed once, here or when another movement needed them first)
-                    moved0 = _departures_as_is(arr, cap, a_sum, p, plans.win_start_s[k, m], plans.win_len_s[k, m],
-                                               tmp, dep[n_mov + m])
+                    a_sum, c_sum = _sums(arr, cap, p)
+                    have_a_sum = True
+                    moved0 = _departures_as_is(arr, cap, a_sum, c_sum, p, plans.win_start_s[k, m],
+                                               plans.win_len_s[k, m], tmp, dep[n_mov + m])
                 for e in range(net.yield_mg_ptr[m], net.yield_mg_ptr[m + 1]):
                     g = net.yield_mg_group[e]
                     fresh = gstamp[g] >= 0
@@ -536,9 +543,12 @@ def _evaluate_one(net, links, plans, opts, k, dep, disp, arr, cap, tmp, mcache, 
                 _give_way(net, m, gfac, p, cap, tmp)
                 if net.yield_sneak_veh[m] > 0.0:
                     _add_sneakers(plans.win_start_s[k, m], plans.win_len_s[k, m], p, net.yield_sneak_veh[m], cap)
-            c_sum = 0.0
-            for t in range(p):
-                c_sum += cap[t]
+            if have_a_sum:
+                c_sum = 0.0
+                for t in range(p):
+                    c_sum += cap[t]
+            else:
+                a_sum, c_sum = _sums(arr, cap, p)
             if rec_arr.shape[0] > 0:
                 for t in range(p):
                     rec_arr[m, t] = arr[t]
