@@ -241,12 +241,25 @@ def _build_capacity(sat, starts, lens, levels, p, cap):
         a = starts[w]
         b = a + length
         i = int(np.floor(a))
-        while i < b:
-            lo = a if a > i else float(i)
-            hi = b if b < i + 1 else float(i + 1)
-            j = i % p
-            cap[j] += v * (hi - lo)
-            i += 1
+        if not (0.0 <= a < p and b < 2 * p):  # a start outside [0, P): second by second, modulo P
+            while i < b:
+                lo = a if a > i else float(i)
+                hi = b if b < i + 1 else float(i + 1)
+                cap[i % p] += v * (hi - lo)
+                i += 1
+            continue
+        # the same overlaps without the modulo: the first second, the whole seconds between (overlap exactly 1), the
+        # part of the last one (b < 2P)
+        lo = a if a > i else float(i)
+        hi = b if b < i + 1 else float(i + 1)
+        cap[i] += v * (hi - lo)
+        i_end = int(np.floor(b))
+        for j in range(i + 1, min(i_end, p)):
+            cap[j] += v
+        for j in range(max(i + 1, p), i_end):
+            cap[j - p] += v
+        if i < i_end < b:
+            cap[i_end if i_end < p else i_end - p] += v * (b - float(i_end))
 
 
 @_kernel
