@@ -11,6 +11,7 @@ actual departure, as published) and with the exact set (vehicles SUMO had loaded
 
 from __future__ import annotations
 
+import functools
 import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -101,9 +102,19 @@ def parse_tripinfo(path: Path) -> dict[str, np.ndarray | list]:
 
 
 def _vtype_classes(route_files, additional_files) -> dict[str, str]:
-    classes = {"DEFAULT_VEHTYPE": "passenger", "DEFAULT_BIKETYPE": "bicycle"}
+    """vType id -> vClass over the files; read once per set of files as they are on disk (size and mtime)."""
+    stamp = []
     for f in (*route_files, *additional_files):
-        for _, el in ET.iterparse(str(f), events=("end",)):
+        st = Path(f).stat()
+        stamp.append((str(f), st.st_size, st.st_mtime_ns))
+    return _vtype_classes_of(tuple(stamp))
+
+
+@functools.lru_cache(maxsize=16)
+def _vtype_classes_of(stamp: tuple) -> dict[str, str]:
+    classes = {"DEFAULT_VEHTYPE": "passenger", "DEFAULT_BIKETYPE": "bicycle"}
+    for f, _, _ in stamp:
+        for _, el in ET.iterparse(f, events=("end",)):
             if el.tag == "vType":
                 classes[el.get("id")] = el.get("vClass", "passenger")
     return classes
