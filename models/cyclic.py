@@ -43,6 +43,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from models.jit import kernel_no_refcount
 from models.yielding import Yielding, kernel_struct, lane_factor
 from models.yielding import normalise as _normalise_yielding
 
@@ -164,11 +165,9 @@ class CyclicMovementOut(NamedTuple):
     overflow_queue_veh: np.ndarray  # mean overflow queue = flow * d2 (Little)
 
 
-# The kernels below allocate nothing and only see arrays that their caller holds for the whole call, so they are
-# compiled without numba's reference counting (``_nrt=False``): with it, every call of one of them increfs and decrefs
-# each of its array arguments (the net struct alone carries 18 arrays), about a third of an evaluation's time on one
-# intersection. A kernel that allocates (np.zeros, ...) must not use this decorator.
-_kernel = njit(cache=True, _nrt=False)
+# The kernels below allocate nothing and only see arrays that their caller holds for the whole call: compiled
+# without numba's reference counting (models.jit). A kernel that allocates (np.zeros, ...) must not use this.
+_kernel = kernel_no_refcount
 
 
 def allocate_movement_out(k: int, m: int) -> CyclicMovementOut:

@@ -35,6 +35,8 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
+from models.jit import kernel_no_refcount
+
 # turn rank: who gives way among two movements that are both 'g' and foes (straight before right before left)
 _RANK = {0: 0, 2: 1, 1: 2, 3: 3}  # TURN_STRAIGHT, TURN_RIGHT, TURN_LEFT, TURN_UTURN
 
@@ -107,8 +109,7 @@ def lane_factor(phi, mix):
     return phi / ((1.0 - mix) * phi + mix)
 
 
-# no reference counting (it allocates nothing): with it, every call increfs and decrefs each array of ``net``
-@njit(cache=True, _nrt=False)
+@kernel_no_refcount  # allocates nothing (models.jit)
 def factor_now(net, m, rate):
     """Capacity factor of movement m given the movements' discharge ``rate`` (M,) in the same second, veh/s (the
     queue model: what they send now; the cyclic model computes the same factor over its period,
