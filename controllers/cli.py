@@ -23,7 +23,7 @@ from controllers.engine import Engine, EngineConfig
 from controllers.host import AgentHost, quiet_gc
 from controllers.security import ENGINE_ID, check_id, create_keypair, list_keys, load_keypair
 from controllers.state import StateDB
-from controllers.watch import AllowListWatcher, PlanFileSource
+from controllers.watch import AllowListWatcher, PlanFileSource, periods_by_signal
 from controllers.wire import Activation
 from engine.errors import GronvagError
 from engine.plan import read_planset
@@ -88,6 +88,8 @@ def serve_main(argv: Sequence[str]) -> int:
     p.add_argument("--heartbeat", type=float, default=5.0, help="PING interval, s (default 5)")
     p.add_argument("--activate", type=_activation, default=Activation(kind="next_cycle"),
                    help="asap | next_cycle | at:SECONDS (signal time); default next_cycle")
+    p.add_argument("--lead", type=float, default=60.0,
+                   help="time-of-day plans: send each period's plan this long before it begins, s (default 60)")
     p.add_argument("--retry", type=float, default=1.0, help="first retry after, s (doubles up to 30 s)")
     p.add_argument("--duration", type=float, help="stop after this many seconds (default: until SIGINT/SIGTERM)")
     p.add_argument("--log-level", default="INFO")
@@ -101,12 +103,10 @@ def _serve(args_in) -> int:
     if a.heartbeat * 3 > a.lease:
         raise GronvagError(f"--heartbeat {a.heartbeat} s must be at most a third of --lease {a.lease} s")
     ps = read_planset(a.plan)  # fail early on a bad file
-    ids = [q.signal_id for q in ps.plans]
-    several = sorted({i for i in ids if ids.count(i) > 1})
-    if several:  # time-of-day plans (gronvag optimise --periods): the link carries one plan per controller
-        raise GronvagError(f"several plans for signal {several[0]!r} (time-of-day plans); the controller link serves "
-                           f"one plan per signal: serve one period's plans and replace the file at the next period",
-                           a.plan)
+    try:
+        periods = periods_by_signal(ps.plans)  # time-of-day plans: periods that do not overlap, served in turn
+    except GronvagError as exc:
+        raise GronvagError(exc.message, a.plan) from None
     keys = load_keypair(a.server_key or a.keys / f"{ENGINE_ID}.key_secret")
     if keys.secret is None:
         raise GronvagError("the engine needs its secret key (.key_secret)", a.server_key)
@@ -120,7 +120,9 @@ def _serve(args_in) -> int:
         engine.start()
         log.info("serving %d plans of scenario %s (%s) from %s", len(ps.plans), a.scenario, ps.scenario or "-",
                  a.plan)
-        source = PlanFileSource(a.plan, activation=a.activate, lease_s=a.lease)
+        if any(len(v) > 1 for v in periods.values()):
+            log.info("time-of-day plans: each signal's next plan goes out %g s before its period", a.lead)
+        source = PlanFileSource(a.plan, activation=a.activate, lease_s=a.lease, lead_s=a.lead)
         source(engine)
         quiet_gc()  # a long-running service: rare full collections (each would pause the loop for tens of ms)
         engine.timers.append((1.0, source))

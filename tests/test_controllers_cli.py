@@ -88,10 +88,11 @@ def test_serve_and_controller_refuse_bad_configuration(tmp_path, capsys):
     assert "not a valid gronvag.plan/1" in capsys.readouterr().err
     assert serve_main([*base, "--plan", str(tmp_path / "missing.json")]) == 2
     assert serve_main([*base, "--plan", str(plans), "--heartbeat", "20", "--lease", "30"]) == 2
-    tod = tmp_path / "tod.json"  # time-of-day plans: two plans for J1
+    tod = tmp_path / "tod.json"  # two plans for J1 valid at the same time (the whole day): which one would run?
     tod.write_bytes(encode_planset(PlanSet(plans=(four_phase("J1"), four_phase("J1")))))
     assert serve_main([*base, "--plan", str(tod)]) == 2
-    assert "several plans for signal 'J1'" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "tod.json" in err[-1] and "signal 'J1'" in err[-1] and "overlap" in err[-1]
     fb = tmp_path / "fb.json"
     fb.write_bytes(encode_planset(PlanSet(plans=(four_phase("J1"),))))
     ctl = ["--keys", str(keys), "--state-dir", str(tmp_path / "c"), "--fallback", str(fb), "--duration", "0.1"]
@@ -153,5 +154,48 @@ def test_watchers_reload_on_change(tmp_path):
     plans.write_text("{broken")
     src(eng)  # a broken file keeps the current plans
     plans.write_bytes(encode_planset(PlanSet(plans=(four_phase("J1"), four_phase("J1", 25)))))
-    src(eng)  # two plans for one signal: refused
+    src(eng)  # two plans for one signal valid at the same time: refused
     assert eng.published == [["J1"]]
+
+
+def test_time_of_day_plans_go_out_period_by_period():
+    """A plan set from `optimise --periods` (J1: 7:00-7:30 and 7:30-8:00; J2: one plan for the day): before 7:00
+    the first period's plan (the controller holds it until 7:00); the second one lead_s before 7:30, and only J1's;
+    nothing again while nothing changes; the day wraps."""
+    import msgspec
+
+    class FakeEngine:
+        def __init__(self):
+            self.published = []
+
+        def publish(self, plans, activation=None, lease_s=None):
+            self.published.append(sorted((p.signal_id, p.valid_from_s) for p in plans))
+            return list(plans)
+
+    def period(p, a, b):
+        return msgspec.structs.replace(p, valid_from_s=a, valid_to_s=b)
+
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        f = Path(tmp) / "tod.json"
+        f.write_bytes(encode_planset(PlanSet(plans=(period(four_phase("J1"), 25200, 27000),
+                                                    period(four_phase("J1", 30), 27000, 28800),
+                                                    four_phase("J2")))))
+        now = [20000.0]
+        eng = FakeEngine()
+        src = PlanFileSource(f, lead_s=60.0, clock=lambda: now[0])
+        src(eng)
+        assert eng.published == [[("J1", 25200), ("J2", 0)]]
+        for t in (25200.0, 26000.0, 26939.0):
+            now[0] = t
+            src(eng)
+        assert len(eng.published) == 1
+        now[0] = 26940.0  # 60 s before 7:30
+        src(eng)
+        assert eng.published[-1] == [("J1", 27000)]
+        now[0] = 86400.0 + 26000.0  # the next day, 7:13
+        src(eng)
+        assert eng.published[-1] == [("J1", 25200)]
+        assert len(eng.published) == 3

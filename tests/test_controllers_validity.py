@@ -51,3 +51,34 @@ def test_ended_plan_rejected_future_plan_held_until_its_period(tmp_path):
         wait_for(lambda: h.summary("c1")["status"] == "applied", 10, what="held plan applied")
         assert h.applied("c1") == [held] and a.applied_log[0][1] >= start
         assert h.summary("c1")["acks"].get((old.epoch, old.seq, "rejected")) == 1
+
+
+def test_time_of_day_plan_file_served_period_by_period_and_switched_on_the_controllers_clock(tmp_path):
+    """`gronvag serve` with a time-of-day plan file, end to end on loopback: the engine's plan source publishes the
+    first period's plan, then the second 60 s (signal time) before that period; the controller applies the first
+    at once and holds the second until its valid_from_s, then switches at a safe point. Each is applied once."""
+    from controllers.agent import DayClock
+    from controllers.watch import PlanFileSource
+    from engine.plan import PlanSet, encode_planset
+
+    with Harness(tmp_path, ("c1",), lease_s=30.0) as h:
+        first = _window(four_phase("c1", 30, 15), 0, 300)
+        second = _window(four_phase("c1", 15, 30), 300, 3600)
+        f = tmp_path / "tod.json"
+        f.write_bytes(encode_planset(PlanSet(plans=(second, first))))
+        h.start_engine()
+        h.start_agents()
+        a = h.agents["c1"]
+        clock = DayClock(h.scale, start_s=a.cfg.clock())  # the engine's clock agrees with the controller's
+        src = PlanFileSource(f, lead_s=60.0, clock=clock)
+        h.engine.call(lambda e: e.timers.append((0.05, src)))
+        wait_for(lambda: len(h.applied("c1")) == 1, 10, what="first period applied")
+        wait_for(lambda: a.cfg.clock() >= 250, 10, what="the lead time")
+        wait_for(lambda: a.runner.pending_key is not None or len(h.applied("c1")) == 2, 5, what="second held")
+        assert a.cfg.clock() < 300 or a.applied_log[-1][1] >= 300
+        wait_for(lambda: len(h.applied("c1")) == 2, 10, what="second period applied")
+        (r1, t1), (r2, t2) = list(a.applied_log)
+        assert t2 >= 300 > t1
+        assert len({r1, r2}) == 2
+        time.sleep(0.5)
+        assert len(h.applied("c1")) == 2  # nothing applied twice
