@@ -62,7 +62,7 @@ def _model_delays(comp, plansets, params, model: str) -> tuple[np.ndarray, np.nd
 
 def evaluate_scenario(spec: str, n_plans: int, seeds: list[int], splits: str = "demand", calibrate: bool = True,
                       cal_plans: int = 24, cal_seeds=(101, 102, 103), workers: int = 2, sumo_cache=None,
-                      sat_flow=None) -> dict:
+                      sat_flow=None, plan_seed: int = 0) -> dict:
     from models.cli_predict import params_from_obj
     from models.evaluate import ModelParams
     from sim import calibrate as cal
@@ -93,7 +93,8 @@ def evaluate_scenario(spec: str, n_plans: int, seeds: list[int], splits: str = "
             out[f"calibration_{model}"]["values"] = {
                 k: (getattr(params["calibrated"][model].levels, k[7:]) if k.startswith("levels.")
                     else getattr(params["calibrated"][model], k)) for k in rec["fitted"]}
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(plan_seed)
+    out["plan_seed"] = plan_seed
     y = cal.phase_flow_ratios(comp.net, comp.demand) if splits == "demand" else None
     plansets = cal.random_plansets(comp.net, n_plans, rng, flow_ratio=y)
     t0 = time.perf_counter()
@@ -172,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=2, help="SUMO runs in parallel")
     ap.add_argument("--out", help="JSON results file")
     ap.add_argument("--md", help="markdown table file (e.g. bench/results/models_fidelity.md)")
+    ap.add_argument("--plan-seed", type=int, default=0,
+                    help="seed of the random plans (default 0; another seed: plans the constants were not chosen on)")
     ap.add_argument("--sat-flow", type=Path, metavar="JSON",
                     help="also evaluate the models on these saturation flows (gronvag satflow; one scenario)")
     ap.add_argument("--sumo-cache", type=Path,
@@ -181,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     specs = args.scenario or scenarios_available(False)
     seeds = [int(s) for s in args.seeds.split(",")]
     res = {Path(s).stem: evaluate_scenario(s, args.plans, seeds, args.splits, not args.no_calibrate,
-                                           workers=args.jobs, sumo_cache=args.sumo_cache, sat_flow=args.sat_flow)
+                                           workers=args.jobs, sumo_cache=args.sumo_cache, sat_flow=args.sat_flow,
+                                           plan_seed=args.plan_seed)
            for s in specs}
     if args.out:
         atomic_write(Path(args.out), json.dumps(res, indent=1, default=str))
