@@ -30,6 +30,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -87,6 +88,16 @@ def _agent_worker(ids: list[str], keys_dir: str, endpoint: str, state_dir: str, 
     host = AgentHost(agents, tick_s=0.05, db=db, freeze_gc=True,  # a process that only hosts agents
                      commit_thread=commit_thread)
     host.start()
+    parent = os.getppid()
+
+    def stop_with_parent() -> None:  # a benchmark killed mid-run must not leave its agent processes behind
+        while not stop.is_set():
+            if os.getppid() != parent:
+                stop.set()
+                return
+            time.sleep(0.5)
+
+    threading.Thread(target=stop_with_parent, daemon=True).start()
     try:
         host.run(stop)
     finally:
@@ -95,8 +106,11 @@ def _agent_worker(ids: list[str], keys_dir: str, endpoint: str, state_dir: str, 
                          "state_writes": a.store.writes} for a in agents}
         result["_host"] = {"commits": db.commits, "cpu_s": time.process_time()}
         db.close()
-        conn.send(result)
-        conn.close()
+        try:
+            conn.send(result)
+            conn.close()
+        except OSError:  # the parent is gone
+            pass
         ctx.term()
 
 
