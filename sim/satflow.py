@@ -20,11 +20,11 @@ fewer than ``min_headways`` saturation headways keep the compiler's default (wit
 becomes the median of the measured through movements, so the defaults of unmeasured movements move too). The
 output is a saturation-flow file (``--sat-flow`` of info, predict, optimise and calibrate).
 
-What it does to the models, measured on the bundled corridor (README, "Calibrating to a city"): the measured flows
-are 1400-1850 veh/h per lane where the compiler assumes 1800 x turn factor, and the models' bias against SUMO's time
-loss over the fidelity benchmark's 50 random plans falls from -11 s to -2 s (cyclic model; MAPE 8.9 -> 6.4 %), but
-their rank correlation falls too (0.91 -> 0.84): the flows fix the level of delay, not the order of plans. The
-optimiser ranks plans, so it keeps the compiler's flows unless told otherwise.
+What it does to the models, measured on the bundled corridor (bench/results/models_fidelity_satflow.md): the
+measured flows are 1380-1850 veh/h per lane where the compiler assumes 1800 x turn factor; over the fidelity
+benchmark's 50 random plans the models' MAPE against SUMO's time loss falls (cyclic 8.9 -> 6.4 %, queue 11.3 -> 7.7 %)
+but so does their rank correlation (0.913 -> 0.837, 0.901 -> 0.807): the flows fix the level of delay, not the order
+of plans. The optimiser ranks plans, so it keeps the compiler's flows unless given ``--sat-flow``.
 """
 
 from __future__ import annotations
