@@ -322,22 +322,15 @@ def _group_factor(net, g, dep, p, out):
     o0, o1 = net.yield_opp_ptr[g], net.yield_opp_ptr[g + 1]
     q_last = -1.0
     b_last = 0.0
-    if o1 - o0 == 1:  # one opposing movement (q = 0.0 + its departures: the same value)
-        row = dep[n_mov + net.yield_opp_mov[o0]]
-        for t in range(p):
-            q = row[t]
-            if q > 0.0:
-                if q != q_last:
-                    q_last = q
-                    b_last = lane_factor(np.exp(-gap * q), mix) - 1.0
-                out[t] = b_last
-            else:
-                out[t] = 0.0
-        return
+    single = o1 - o0 == 1  # one opposing movement: its row read directly (q = 0.0 + its departures: the same value)
+    row = dep[n_mov + net.yield_opp_mov[o0]] if single else dep[0]
     for t in range(p):
-        q = 0.0
-        for i in range(o0, o1):
-            q += dep[n_mov + net.yield_opp_mov[i], t]
+        if single:
+            q = row[t]
+        else:
+            q = 0.0
+            for i in range(o0, o1):
+                q += dep[n_mov + net.yield_opp_mov[i], t]
         if q > 0.0:
             if q != q_last:
                 q_last = q
