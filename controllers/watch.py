@@ -13,6 +13,7 @@ the day its first plan is published (and held); after the last, the last plan st
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from controllers.engine import Engine
@@ -58,8 +59,6 @@ class PlanFileSource:
 
     def __init__(self, path: str | Path, *, activation: Activation | None = None, lease_s: float | None = None,
                  lead_s: float = 60.0, clock=None):
-        import time
-
         self.path = Path(path)
         self.activation = activation
         self.lease_s = lease_s

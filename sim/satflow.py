@@ -103,7 +103,6 @@ def measure_run(scenario, seed: int, workdir: Path, additional: tuple[Path, ...]
             conn.trafficlight.subscribe(sid, [tc.TL_RED_YELLOW_GREEN_STATE])
         for ln in lanes:
             conn.lane.subscribe(ln, [tc.LAST_STEP_VEHICLE_ID_LIST, tc.LAST_STEP_VEHICLE_HALTING_NUMBER])
-        step = conn.simulation.getDeltaT()
         end = float(scenario.end_s)
         while conn.simulation.getTime() < end - 1e-9:
             conn.simulationStep()
@@ -154,8 +153,6 @@ def measure_run(scenario, seed: int, workdir: Path, additional: tuple[Path, ...]
                         st.last_t, st.last_protected = t, protected
                 st.prev_ids = ids
                 st.halting = int(res[tc.LAST_STEP_VEHICLE_HALTING_NUMBER])
-            if step <= 0:
-                break
     finally:
         conn.close()
     return tally
