@@ -188,14 +188,19 @@ def plan_bits(plan: SignalPlan) -> PlanBits:
         starts.append(cycle)
         bits = ((1 << d) - 1) << cycle
         cycle += d
-        gs, ys, us = _GROUPS.get(ph.state) or _state_groups(ph.state)
-        for i in gs:
-            green[i] |= bits
-        for i in ys:
-            yellow[i] |= bits
-        for i in us:
-            redamber[i] |= bits
+        _set_bits(green, yellow, redamber, _GROUPS.get(ph.state) or _state_groups(ph.state), bits)
     return PlanBits(cycle, tuple(starts), tuple(green), tuple(yellow), tuple(redamber))
+
+
+def _set_bits(green: list[int], yellow: list[int], redamber: list[int], groups, bits: int) -> None:
+    """Add a phase's seconds ``bits`` to its green, yellow and red-amber signal groups (``groups``: their indices)."""
+    gs, ys, us = groups
+    for i in gs:
+        green[i] |= bits
+    for i in ys:
+        yellow[i] |= bits
+    for i in us:
+        redamber[i] |= bits
 
 
 #: state strings made only of valid signal characters -> (length, green, yellow and red-amber groups)
@@ -232,12 +237,7 @@ def clean_plan_bits(plan: SignalPlan, n_links: int) -> PlanBits | None:
         starts.append(cycle)
         bits = ((1 << d) - 1) << cycle
         cycle += d
-        for i in gs:
-            green[i] |= bits
-        for i in ys:
-            yellow[i] |= bits
-        for i in us:
-            redamber[i] |= bits
+        _set_bits(green, yellow, redamber, (gs, ys, us), bits)
     if cycle != plan.cycle_s or not 0 <= plan.offset_s < max(plan.cycle_s, 1) or plan.valid_to_s <= plan.valid_from_s:
         return None
     return PlanBits(cycle, tuple(starts), tuple(green), tuple(yellow), tuple(redamber))
