@@ -47,6 +47,11 @@ def test_engine_sigkill_and_restart_converges_without_double_apply(tmp_path):
                 return ref.sha256 if ref else None
 
             wait_for(lambda: [running(c) for c in ids] == [_sha(p) for p in plans_a], 15, what="plans A applied")
+            # the engine has the controllers' ACKs (it logs each on receipt and stores it at the end of that loop
+            # iteration): killed before that, it would rightly send the unacknowledged plan again after restart
+            wait_for(lambda: all(f"{c}: plan " in procs[0].log() and procs[0].log().count(" applied") >= len(ids)
+                                 for c in ids), 15, what="the engine's record of both ACKs")
+            time.sleep(0.2)
             epoch1 = agents["c1"].engine_epoch
             procs[0].kill9()
 
