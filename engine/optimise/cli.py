@@ -143,7 +143,7 @@ def run(args, argv: list[str]) -> int:
     comp = compile_scenario(args.scenario, routes=args.routes, bin_s=args.bin, begin_s=args.begin, end_s=args.end,
                             sat=sat)
     if args.periods:
-        return run_periods(args, argv, opts, params, comp, console)
+        return run_periods(args, argv, opts, params, comp, console, sat)
     inst = build_instance(comp.net, comp.demand, opts, scenario=comp.scenario.name, net_file=comp.scenario.net_file,
                           phase_skip=args.phase_skip, model_params=params)
     base_inst = inst
@@ -234,7 +234,7 @@ def _phase_order(args, comp, opts, params, inst, base_inst, res, reporter):
     return res, inst, base_inst, info
 
 
-def run_periods(args, argv: list[str], opts, params, comp, console) -> int:
+def run_periods(args, argv: list[str], opts, params, comp, console, sat=None) -> int:
     """`--periods`: optimise each period on its own demand, join the plans with transition cycles, write once."""
     import dataclasses
 
@@ -244,7 +244,6 @@ def run_periods(args, argv: list[str], opts, params, comp, console) -> int:
     from engine.optimise.run import Reporter, optimise
     from engine.optimise.solution import to_planset
     from engine.plan import PlanSet, now_iso
-    from sim.netcompile import SatFlowConfig
     from sim.scenario import compile_scenario
 
     if args.sim_check or args.sim_polish or args.phase_order:
@@ -254,8 +253,7 @@ def run_periods(args, argv: list[str], opts, params, comp, console) -> int:
     t0 = time.perf_counter()
     plans, summaries = [], []
     for k, (b, e) in enumerate(periods):
-        pc = compile_scenario(args.scenario, routes=args.routes, bin_s=args.bin, begin_s=b, end_s=e,
-                              sat=SatFlowConfig.from_json(args.sat_flow) if args.sat_flow else None)
+        pc = compile_scenario(args.scenario, routes=args.routes, bin_s=args.bin, begin_s=b, end_s=e, sat=sat)
         popts = dataclasses.replace(opts, time_limit_s=opts.time_limit_s / len(periods),
                                     program_id=f"{opts.program_id}-p{k + 1}")
         inst = build_instance(pc.net, pc.demand, popts, scenario=pc.scenario.name, net_file=pc.scenario.net_file,
