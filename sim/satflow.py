@@ -46,6 +46,7 @@ QUEUE_SKIP = 4  # the first four queued vehicles carry the start-up loss
 
 @dataclass
 class _LaneState:
+    edge: str  # the lane's edge (the movement's from-edge)
     links: list[tuple[str, int, str]]  # (signal id, link index, to-edge), one per link of the lane
     via_to: dict[str, str]  # junction-internal lane or out lane -> to-edge
     prev_ids: tuple[str, ...] = ()
@@ -94,7 +95,7 @@ def measure_run(scenario, seed: int, workdir: Path, additional: tuple[Path, ...]
                 for in_lane, out_lane, via in group:
                     if not in_lane or in_lane.startswith(":"):
                         continue
-                    st = lanes.setdefault(in_lane, _LaneState([], {}))
+                    st = lanes.setdefault(in_lane, _LaneState(in_lane.rsplit("_", 1)[0], [], {}))
                     to_edge = out_lane.rsplit("_", 1)[0]
                     st.links.append((sid, li, to_edge))
                     st.via_to[out_lane] = to_edge
@@ -132,7 +133,7 @@ def measure_run(scenario, seed: int, workdir: Path, additional: tuple[Path, ...]
                             continue
                         to_edge = st.via_to.get(where)
                         if to_edge is None:
-                            if where.rsplit("_", 1)[0] == ln.rsplit("_", 1)[0]:
+                            if where.rsplit("_", 1)[0] == st.edge:
                                 continue  # changed lane
                             # further into the junction (a later internal lane) or beyond: the route's next edge
                             route, idx = conn.vehicle.getRoute(vid), conn.vehicle.getRouteIndex(vid)
@@ -147,7 +148,7 @@ def measure_run(scenario, seed: int, workdir: Path, additional: tuple[Path, ...]
                         protected = chars.get(to_edge, "r") == "G"
                         if (QUEUE_SKIP < st.k <= st.queue and st.last_t >= 0 and protected
                                 and st.last_protected):
-                            key = (st.links[0][0], ln.rsplit("_", 1)[0], to_edge)
+                            key = (st.links[0][0], st.edge, to_edge)
                             tally.sum_s[key] += t - st.last_t
                             tally.n[key] += 1
                         st.last_t, st.last_protected = t, protected
