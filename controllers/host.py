@@ -174,22 +174,47 @@ class AgentHost:
             if heap and heap[0][0] <= now:
                 self._tick_due(now)
             if now >= next_slice:
-                drain_monitors = rounds % 2 == 0  # monitors wake the selector; this only bounds a lost wake-up
-                for a in self.agents[idx: idx + per]:
-                    try:
-                        if drain_monitors:
-                            a.monitor.drain()
-                        sock = a.sock
-                        if sock is not None and sock.get(EVENTS) & POLLIN:
-                            if a.on_readable():
-                                self._more.append(a)
-                            self._schedule(a, now)
-                    except Exception:  # noqa: BLE001 - one agent's bug must not stop the others
-                        log.exception("%s: agent failed", a.id)
+                # monitors wake the selector; this only bounds a lost wake-up
+                self._sweep(self.agents[idx: idx + per], rounds % 2 == 0, now)
                 idx = 0 if idx + per >= n else idx + per
                 rounds += idx == 0
                 next_slice = now + slice_s
             self.commit_and_flush()
+
+    def _sweep(self, agents: list[ControllerAgent], drain_monitors: bool, now: float) -> None:
+        """Look once at the sockets of ``agents`` (and at their monitors if ``drain_monitors``) and handle what waits
+        there. One ``zmq_poll`` with a zero timeout reads every socket's ``EVENTS`` inside libzmq, as
+        ``sock.get(EVENTS)`` would one by one (about 0.5 against 1.2 us a socket; the sweep looks at every socket ten
+        times a second, which was most of an idle host's CPU); if it fails (a socket closed under it), each socket is
+        looked at on its own."""
+        items: list[tuple[zmq.Socket, int]] = []
+        owner: dict[zmq.Socket, ControllerAgent | MonitorLog] = {}
+        for a in agents:
+            if drain_monitors:
+                items.append((a.monitor.sock, POLLIN))
+                owner[a.monitor.sock] = a.monitor
+            if a.sock is not None:
+                items.append((a.sock, POLLIN))
+                owner[a.sock] = a
+        try:
+            ready = [owner[sock] for sock, _ in zmq.zmq_poll(items, 0)]
+        except zmq.ZMQError:
+            ready = None
+        for a in agents if ready is None else ready:
+            try:
+                if isinstance(a, MonitorLog):
+                    a.drain()
+                    continue
+                if ready is None:  # looked at one by one
+                    if drain_monitors:
+                        a.monitor.drain()
+                    if a.sock is None or not a.sock.get(EVENTS) & POLLIN:
+                        continue
+                if a.on_readable():
+                    self._more.append(a)
+                self._schedule(a, now)
+            except Exception:  # noqa: BLE001 - one agent's bug must not stop the others
+                log.exception("%s: agent failed", a.name if isinstance(a, MonitorLog) else a.id)
 
     def commit_and_flush(self) -> None:
         """Make the staged states durable, then send what the agents said meanwhile (with ``commit_thread``: start the
@@ -248,8 +273,17 @@ class AgentHost:
     def _send_outs(self, outs: list[tuple[ControllerAgent, list]]) -> None:
         for a, out in outs:
             a.send_out(out)
-            if a.sock is not None and a.sock.get(EVENTS) & POLLIN:
-                self._more.append(a)
+        # a send may have consumed a socket's wake-up: look whether messages wait, for all of them in one zmq_poll
+        # (as in _sweep)
+        owner = {a.sock: a for a, _ in outs if a.sock is not None}
+        if not owner:
+            return
+        try:
+            ready = zmq.zmq_poll([(sock, POLLIN) for sock in owner], 0)
+        except zmq.ZMQError:
+            self._more.extend(a for a in owner.values() if a.sock is not None and a.sock.get(EVENTS) & POLLIN)
+            return
+        self._more.extend(owner[sock] for sock, _ in ready)
 
     def poll_once(self, timeout_s: float) -> None:
         ready = []

@@ -6,8 +6,10 @@ import gc
 import threading
 import time
 
+import pytest
 import zmq
 
+from controllers import host as host_module
 from controllers.agent import FALLBACK_KEY, DayClock
 from controllers.config import spec_from_fallback
 from controllers.host import SERVICE_GC_THRESHOLDS, AgentHost, quiet_gc
@@ -140,13 +142,21 @@ def test_a_plan_is_applied_and_the_lease_expires_on_time_with_ticks_when_due(tmp
         assert a.applied_log == [(ref, a.applied_log[0][1])]
 
 
-def test_a_lost_wake_up_is_bounded_by_the_sweep(tmp_path):
-    """With the DEALER's file descriptor out of the selector (every wake-up lost), the periodic sweep still reads the
-    socket: plans are accepted and applied, within a few sweeps."""
+@pytest.mark.parametrize("poll_fails", [False, True])
+def test_a_lost_wake_up_is_bounded_by_the_sweep(tmp_path, monkeypatch, poll_fails):
+    """With the DEALER's and its monitor's file descriptors out of the selector (every wake-up lost), the periodic
+    sweep still reads the sockets: the handshake is seen (HELLO, WELCOME), plans are accepted and applied, within a few
+    sweeps. The sweep reads all sockets of a slice with one zmq_poll; when that fails it reads them one by one."""
     def deaf(host: AgentHost) -> None:
         for a in host.agents:
             host._sel.unregister(a.sock.getsockopt(zmq.FD))
+            host._sel.unregister(a.monitor.sock.getsockopt(zmq.FD))
 
+    if poll_fails:
+        def failing_poll(items, timeout=-1):
+            raise zmq.ZMQError(zmq.ENOTSOCK)
+
+        monkeypatch.setattr(host_module.zmq, "zmq_poll", failing_poll)
     with Harness(tmp_path, ("c1",)) as h:
         h.start_engine()
         h.start_agents(before_run=deaf, sweep_s=0.2)
