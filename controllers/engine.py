@@ -606,15 +606,15 @@ class Engine:
             del peer.acks[next(iter(peer.acks))]
         self.counts["ack_" + ack.status] = self.counts.get("ack_" + ack.status, 0) + 1
         self._note(peer, ack.mode, ack.last_accepted, ack.running)
-        want = peer.desired_ref
+        d = peer.desired
+        want = ack.ref  # (if it is the desired plan's: compared field by field, without making peer.desired_ref)
         latency = None
-        if want is None or ack.ref != want:
+        if d is None or want.seq != d.seq or want.epoch != d.epoch or want.sha256 != d.sha256:
             log.debug("%s: %s for plan %s (desired %s)", peer.cid, ack.status, ack.ref.short(),
-                      wire.ref_or_none(want))
+                      wire.ref_or_none(peer.desired_ref))
             if self.on_ack is not None:
                 self.on_ack(self, peer, ack, None)
             return
-        d = peer.desired
         st = ack.status
         if st in ("accepted", "duplicate", "rejected") and d.status == "issued" and peer.first_sent is not None:
             latency = now - peer.first_sent

@@ -196,9 +196,14 @@ class EngineStore:
             self.db.executemany(_UPSERT_DESIRED, [v + (now,) for v in group.values])
             self.db.executemany("INSERT OR REPLACE INTO issued VALUES (?,?,?,?,?,?,?)",
                                 [(v[0], v[1], v[2], v[3], now, v[8], v[9]) for v in group.values])
+            # a status of a plan whose controller's desired row this transaction has just replaced by a newer plan
+            # matches no desired row: that UPDATE is left out (at a high rate the ACK of one plan and the next plan
+            # of the same controller often share a group)
+            replaced = {v[0]: (v[3], v[1], v[2]) for v in group.values}
             self.db.executemany(
                 "UPDATE desired SET status=?, reason=?, updated=" + repr(now) +
-                " WHERE controller_id=? AND sha256=? AND epoch=? AND seq=?", group.statuses)
+                " WHERE controller_id=? AND sha256=? AND epoch=? AND seq=?",
+                [u for u in group.statuses if replaced.get(u[2], u[3:]) == u[3:]] if replaced else group.statuses)
             self.db.executemany(
                 "UPDATE issued SET status=?, reason=? WHERE controller_id=? AND sha256=? AND epoch=? AND seq=?",
                 group.statuses)

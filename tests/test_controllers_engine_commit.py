@@ -100,3 +100,58 @@ def test_a_failed_write_sends_nothing_and_goes_again_with_the_next_group(tmp_pat
         finally:
             h.stop_agents()
             eng.close()
+
+
+def _tables(db: sqlite3.Connection) -> tuple[list, list]:
+    return (db.execute("SELECT controller_id, epoch, seq, sha256, status, reason FROM desired ORDER BY 1").fetchall(),
+            db.execute("SELECT controller_id, epoch, seq, sha256, status, reason FROM issued ORDER BY 1, 3").fetchall())
+
+
+def test_a_status_of_a_plan_replaced_in_the_same_group_leaves_the_tables_as_every_update_would(tmp_path):
+    """EngineStore.write leaves out the desired-row UPDATE of a status whose plan the same transaction replaces (it
+    matches no row): the tables end up as with every statement run (a second store, written with the statements
+    unfiltered, gives the same rows)."""
+    from controllers.store import DesiredRow, EngineStore
+
+    def row(cid: str, seq: int, sha: str) -> DesiredRow:
+        return DesiredRow(cid, 7, seq, sha, b"{}", "asap", 0.0, 30.0, "issued")
+
+    stores = [EngineStore(tmp_path / "filtered"), EngineStore(tmp_path / "full")]
+    try:
+        for store in stores:
+            for cid in ("a", "b", "c"):
+                store.stage_desired(row(cid, 1, cid * 64))
+            store.commit()
+            # one group: a's plan 1 accepted and replaced by plan 2; b's plan 1 accepted (not replaced); c's plan 2
+            # staged and a status for that very plan; a status of a plan that never was
+            store.stage_status("a", 7, 1, "a" * 64, "accepted")
+            store.stage_desired(row("a", 2, "d" * 64))
+            store.stage_status("b", 7, 1, "b" * 64, "accepted")
+            store.stage_desired(row("c", 2, "e" * 64))
+            store.stage_status("c", 7, 2, "e" * 64, "rejected", "no")
+            store.stage_status("b", 7, 5, "f" * 64, "applied")
+            group = store.take()
+            if store is stores[1]:
+                store.db.execute("BEGIN IMMEDIATE")
+                now = time.time()
+                store.db.executemany("INSERT INTO desired VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (controller_id) "
+                                     "DO UPDATE SET epoch=excluded.epoch, seq=excluded.seq, sha256=excluded.sha256, "
+                                     "plan=excluded.plan, status=excluded.status, reason=excluded.reason",
+                                     [v + (now,) for v in group.values])
+                store.db.executemany("INSERT OR REPLACE INTO issued VALUES (?,?,?,?,?,?,?)",
+                                     [(v[0], v[1], v[2], v[3], now, v[8], v[9]) for v in group.values])
+                store.db.executemany("UPDATE desired SET status=?, reason=? WHERE controller_id=? AND sha256=? AND "
+                                     "epoch=? AND seq=?", group.statuses)
+                store.db.executemany("UPDATE issued SET status=?, reason=? WHERE controller_id=? AND sha256=? AND "
+                                     "epoch=? AND seq=?", group.statuses)
+                store.db.execute("COMMIT")
+            else:
+                store.write(group)
+        filtered, full = (_tables(s.db) for s in stores)
+        assert filtered == full
+        assert filtered[0] == [("a", 7, 2, "d" * 64, "issued", ""), ("b", 7, 1, "b" * 64, "accepted", ""),
+                               ("c", 7, 2, "e" * 64, "rejected", "no")]
+        assert ("a", 7, 1, "a" * 64, "accepted", "") in filtered[1]
+    finally:
+        for s in stores:
+            s.close()
