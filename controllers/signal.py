@@ -102,7 +102,9 @@ class TransitionCache:
     # small bounds: a controller needs verdicts for its running, pending, fallback and recurring plans only; every
     # entry keeps its plans alive, and a process hosting many controllers pays for live objects in each full GC
     def __init__(self, max_entries: int = 64):
-        self._safe: dict[_SwitchKey, bool] = {}
+        # (old plan's hash, exit, new plan's hash, entry) -> (old plan, new plan, verdict); a hit is confirmed by the
+        # plans' contents (two plans of equal hashes but other contents: the later one's verdict replaces the other)
+        self._safe: dict[tuple[int, int, int, int], tuple[SignalPlan, SignalPlan, bool]] = {}
         # per plan object (by id, so that a plan's contents are hashed once, not at every look-up; the entry holds the
         # plan, so its id is not reused while the entry lives): the plan, its bitsets (None: not structurally clean
         # for the spec), whether they pass check_bits (None: not known yet) and the plan's hash
@@ -157,11 +159,11 @@ class TransitionCache:
             self._bits.clear()
             self._spec = spec
         ea, eb = self._plan_entry(old, spec), self._plan_entry(new, spec)
-        key = _SwitchKey(old, k, new, j, hash((ea[3], k, eb[3], j)))
+        key = (ea[3], k, eb[3], j)
         hit = self._safe.get(key)
-        if hit is not None:
+        if hit is not None and (hit[0] is old or hit[0] == old) and (hit[1] is new or hit[1] == new):
             self.hits += 1
-            return hit
+            return hit[2]
         self.misses += 1
         a, b = ea[1], eb[1]
         if a is not None and b is not None:
@@ -177,28 +179,11 @@ class TransitionCache:
             ok = not transition_errors(old, k, new, j, spec)
         if len(self._safe) >= self._max:
             self._safe.clear()
-        self._safe[key] = ok
+        self._safe[key] = (old, new, ok)
         return ok
 
 
 _PlanEntry = tuple[SignalPlan, PlanBits | None, bool | None, int, dict[int, JoinEdges | None]]
-
-
-class _SwitchKey:
-    """A :class:`TransitionCache` memo key, (old plan, exit, new plan, entry) compared by the plans' contents, whose
-    hash is made from the plans' hashes computed once per plan object."""
-
-    __slots__ = ("old", "k", "new", "j", "_hash")
-
-    def __init__(self, old: SignalPlan, k: int, new: SignalPlan, j: int, h: int):
-        self.old, self.k, self.new, self.j, self._hash = old, k, new, j, h
-
-    def __hash__(self) -> int:
-        return self._hash
-
-    def __eq__(self, other: object) -> bool:
-        return (isinstance(other, _SwitchKey) and self.k == other.k and self.j == other.j and
-                (self.old is other.old or self.old == other.old) and (self.new is other.new or self.new == other.new))
 
 
 def entry_candidates(old: SignalPlan, k: int, new: SignalPlan, t_s: int | None = None) -> list[int]:
