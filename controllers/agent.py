@@ -318,8 +318,13 @@ class ControllerAgent:
                        "HANDSHAKE_FAILED_NO_DETAIL"):
             self.connected = False
 
-    def on_readable(self, limit: int = 100) -> bool:
-        """Handle up to ``limit`` waiting messages; True if more may be waiting."""
+    def on_readable(self, limit: int = 100, *, until_answer: bool = False) -> bool:
+        """Handle up to ``limit`` waiting messages; True if more may be waiting.
+
+        ``until_answer``: stop (returning False) after a message whose answer waits in the outbox; for a host that
+        sends the outbox in the same loop iteration and then looks at the socket itself (:meth:`AgentHost._send_outs`),
+        which makes this method's own look after that message redundant (each look at ``EVENTS`` also makes libzmq
+        call getpid() and poll())."""
         sock = self.sock
         if sock is None:
             return False
@@ -331,6 +336,8 @@ class ControllerAgent:
             except zmq.Again:
                 return False
             self.handle(frames)
+            if until_answer and self._outbox:
+                return False
         return bool(sock.get(EVENTS) & POLLIN)
 
     def handle(self, frames: list[bytes]) -> None:

@@ -305,9 +305,11 @@ class AgentHost:
         if len(todo) > self.batch:
             todo, self._more = todo[: self.batch], todo[self.batch:]
         now = time.monotonic()
+        # without a commit thread, the answers go out in this iteration and the host then looks at their sockets
+        until_answer = self._committer is None
         for agent in todo:
             try:
-                if agent.on_readable():
+                if agent.on_readable(until_answer=until_answer):
                     self._more.append(agent)
                 self._schedule(agent, now)
             except Exception:  # noqa: BLE001 - log and keep serving the other controllers

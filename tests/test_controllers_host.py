@@ -227,3 +227,60 @@ def test_agent_commits_on_a_helper_thread_still_answer_only_durable_states(tmp_p
                      8, what=f"{cid} applied")
             assert h.applied(cid) == [r]
             assert h.summary(cid)["acks"].get((r.epoch, r.seq, "accepted")) == 1
+
+
+class _QueueSocket:
+    """Stands in for a DEALER with messages waiting: EVENTS says POLLIN while any frame is queued."""
+
+    class _Frame:
+        def __init__(self, data: bytes, more: bool):
+            self.bytes, self.more = data, more
+
+    def __init__(self, messages: list[list[bytes]]):
+        self.frames = [self._Frame(f, i < len(m) - 1) for m in messages for i, f in enumerate(m)]
+
+    def get(self, option: int) -> int:
+        return zmq.POLLIN if self.frames else 0
+
+    def recv(self, flags: int = 0, copy: bool = True):
+        if not self.frames:
+            raise zmq.Again()
+        return self.frames.pop(0)
+
+
+def test_until_answer_stops_after_a_message_with_an_answer_and_the_rest_waits(tmp_path):
+    """ControllerAgent.on_readable(until_answer=True), as AgentHost calls it when it sends the answers and looks at the
+    socket in the same iteration: one PLAN handled, its ACK in the outbox, the next message left for the next look;
+    without it both are handled. Either way the same ACKs come out."""
+    from controllers import wire
+    from controllers.agent import ControllerAgent
+    from controllers.state import StateDB
+    from controllers.wire import Activation, PlanMsg, PlanRef
+    from engine.plan import encode_plan
+    from tests.test_controllers_support import Harness as _H
+
+    def plan_msg(seq: int, g1: int) -> list[bytes]:
+        body = encode_plan(four_phase("c1", g1, 20))
+        return wire.encode(PlanMsg(msg_id=f"m{seq}", controller_id="c1",
+                                   ref=PlanRef(epoch=5, seq=seq, sha256=wire.plan_digest(body)),
+                                   activation=Activation(kind="asap"), lease_s=60.0, plan=body))
+
+    answers = {}
+    for until_answer in (True, False):
+        h = _H(tmp_path / str(until_answer), ("c1",))
+        db = StateDB(tmp_path / f"s-{until_answer}.sqlite")
+        a = ControllerAgent(h.agent_config("c1"), None, db=db)
+        a.defer_sends(lambda agent: None)
+        a.sock = _QueueSocket([plan_msg(1, 22), plan_msg(2, 24)])
+        acks = []
+        while True:
+            more = a.on_readable(until_answer=until_answer)
+            acks += [(m.ref.seq, m.status) for m, _ in a.take_outbox()]
+            if not more and not a.sock.frames:
+                break
+            if until_answer:
+                assert not more and len(acks) == 1 and a.sock.frames  # one message, its answer, the rest waits
+        answers[until_answer] = acks
+        a.sock = None
+        db.close()
+    assert answers[True] == answers[False] == [(1, "accepted"), (2, "accepted")]
