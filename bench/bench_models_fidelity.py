@@ -60,9 +60,20 @@ def _model_delays(comp, plansets, params, model: str) -> tuple[np.ndarray, np.nd
     return np.array(mean), np.array(rows)
 
 
+def noise_ceiling(sumo_loss: np.ndarray, other_runs: list[list[dict]], other_seeds: list[int]) -> dict:
+    """How well a perfect model could rank the plans against a mean over this many SUMO seeds: the Spearman rank
+    correlation between the judged seeds' mean and the mean over as many other seeds (split-half reliability r),
+    and sqrt(r), the correlation a model equal to the expected SUMO delay would reach against a noisy mean."""
+    from sim import calibrate as cal
+
+    other = np.array([[r["mean_time_loss_s"] for r in row] for row in other_runs]).mean(1)
+    r = cal.fit_stats(other, sumo_loss)["spearman"]
+    return {"seeds": other_seeds, "split_half_spearman": r, "ceiling": round(float(np.sqrt(max(r, 0.0))), 3)}
+
+
 def evaluate_scenario(spec: str, n_plans: int, seeds: list[int], splits: str = "demand", calibrate: bool = True,
                       cal_plans: int = 24, cal_seeds=(101, 102, 103), workers: int = 2, sumo_cache=None,
-                      sat_flow=None, plan_seed: int = 0) -> dict:
+                      sat_flow=None, plan_seed: int = 0, ceiling_seeds=None) -> dict:
     from models.cli_predict import params_from_obj
     from models.evaluate import ModelParams
     from sim import calibrate as cal
@@ -106,6 +117,9 @@ def evaluate_scenario(spec: str, n_plans: int, seeds: list[int], splits: str = "
     out["sumo_benchmark_delay_s"] = np.round(np.array([[r["benchmark_delay_s"] for r in row]
                                                        for row in runs]).mean(1), 2).tolist()
     out["never_departed"] = [float(np.mean([r["never_departed"] for r in row])) for row in runs]
+    if ceiling_seeds:
+        out["ceiling"] = noise_ceiling(sumo_loss, cal.measure(comp, plansets, list(ceiling_seeds), workers,
+                                                              cache=sumo_cache), list(ceiling_seeds))
     for which, by_model in params.items():
         for model, p in by_model.items():
             mean, per_sig = _model_delays(comps.get(which, comp), plansets, p, model)
@@ -146,6 +160,15 @@ def to_markdown(results: dict, command: str) -> str:
                 lines.append(f"- {r['scenario']} {model}: {vals}; MAPE {c['fit_before']['mape_pct']} -> "
                              f"{c['fit_after']['mape_pct']} % ({c['wall_s']} s incl. SUMO)")
     lines += ["", "Per signal (calibrated cyclic model, Spearman / MAPE %):", ""]
+    ceil = [r for r in results.values() if r.get("ceiling")]
+    if ceil:
+        lines += ["", "SUMO's own noise (the same plans with other seeds): Spearman between the mean over the judged "
+                  "seeds and the mean over as many other seeds, and its square root, what a model equal to SUMO's "
+                  "expected delay could reach against a mean of this many seeds:", ""]
+        for r in ceil:
+            c = r["ceiling"]
+            lines.append(f"- {r['scenario']}: seeds {','.join(map(str, c['seeds']))} against "
+                         f"{','.join(map(str, r['seeds']))}: {c['split_half_spearman']}; ceiling {c['ceiling']}")
     for r in results.values():
         each = r.get("cyclic_calibrated", r.get("cyclic_default"))["per_signal_each"]
         lines.append(f"- {r['scenario']}: " + "; ".join(f"{k} {v['spearman']} / {v['mape_pct']}"
@@ -156,7 +179,7 @@ def to_markdown(results: dict, command: str) -> str:
 def run(smoke: bool) -> dict:
     if smoke:
         spec = scenarios_available(True)[0]
-        return {Path(spec).stem: evaluate_scenario(spec, 4, [1], calibrate=False)}
+        return {Path(spec).stem: evaluate_scenario(spec, 4, [1], calibrate=False, ceiling_seeds=[2])}
     return {Path(s).stem: evaluate_scenario(s, 50, [1, 2, 3]) for s in scenarios_available(False)}
 
 
@@ -180,12 +203,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sumo-cache", type=Path,
                     help="folder of SUMO run records to reuse (same scenario files, plans, seeds, SUMO version): "
                          "rerun after a model change without rerunning SUMO")
+    ap.add_argument("--ceiling-seeds", metavar="S,S,...",
+                    help="also run the plans with these other SUMO seeds (as many as --seeds) and report SUMO's "
+                         "own split-half rank correlation: the ceiling any model can reach")
     args = ap.parse_args(argv)
+    ceiling = [int(s) for s in args.ceiling_seeds.split(",")] if args.ceiling_seeds else None
     specs = args.scenario or scenarios_available(False)
     seeds = [int(s) for s in args.seeds.split(",")]
     res = {Path(s).stem: evaluate_scenario(s, args.plans, seeds, args.splits, not args.no_calibrate,
                                            workers=args.jobs, sumo_cache=args.sumo_cache, sat_flow=args.sat_flow,
-                                           plan_seed=args.plan_seed)
+                                           plan_seed=args.plan_seed, ceiling_seeds=ceiling)
            for s in specs}
     if args.out:
         atomic_write(Path(args.out), json.dumps(res, indent=1, default=str))

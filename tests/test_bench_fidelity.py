@@ -1,0 +1,32 @@
+"""The fidelity benchmark's noise ceiling: SUMO's split-half rank correlation and its square root."""
+
+import numpy as np
+import pytest
+
+from bench.bench_models_fidelity import noise_ceiling
+
+
+def _runs(values):
+    return [[{"mean_time_loss_s": v} for v in row] for row in values]
+
+
+def test_same_order_under_other_seeds_gives_ceiling_one():
+    judged = np.array([10.0, 20.0, 30.0, 40.0])
+    out = noise_ceiling(judged, _runs([[11, 9], [19, 23], [35, 30], [41, 44]]), [4, 5])
+    assert out["split_half_spearman"] == 1.0 and out["ceiling"] == 1.0
+    assert out["seeds"] == [4, 5]
+
+
+def test_noisy_seeds_lower_the_ceiling_to_the_root_of_the_split_half():
+    rng = np.random.default_rng(3)
+    truth = np.linspace(50, 100, 40)
+    judged = truth + rng.normal(0, 15, 40)
+    other = truth[:, None] + rng.normal(0, 15, (40, 1))
+    out = noise_ceiling(judged, _runs(other), [9])
+    assert 0.0 < out["split_half_spearman"] < 0.95
+    assert out["ceiling"] == pytest.approx(np.sqrt(out["split_half_spearman"]), abs=1e-3)
+
+
+def test_reversed_order_gives_ceiling_zero():
+    out = noise_ceiling(np.array([1.0, 2.0, 3.0]), _runs([[3.0], [2.0], [1.0]]), [2])
+    assert out["split_half_spearman"] == -1.0 and out["ceiling"] == 0.0
