@@ -237,7 +237,12 @@ def clean_plan_bits(plan: SignalPlan, n_links: int) -> PlanBits | None:
         starts.append(cycle)
         bits = ((1 << d) - 1) << cycle
         cycle += d
-        _set_bits(green, yellow, redamber, (gs, ys, us), bits)
+        for i in gs:  # _set_bits, inline (a call per phase)
+            green[i] |= bits
+        for i in ys:
+            yellow[i] |= bits
+        for i in us:
+            redamber[i] |= bits
     if cycle != plan.cycle_s or not 0 <= plan.offset_s < max(plan.cycle_s, 1) or plan.valid_to_s <= plan.valid_from_s:
         return None
     return PlanBits(cycle, tuple(starts), tuple(green), tuple(yellow), tuple(redamber))
@@ -496,7 +501,13 @@ def join_edges(bits: PlanBits, from_phase: int) -> JoinEdges | None:
     m = (1 << c) - 1
     back = c - r
     rows = []
-    for g, y, u in zip(bits.green, bits.yellow, bits.redamber, strict=True):
+    seen: dict[tuple[int, int, int], tuple[int, ...]] = {}  # groups of one signal head show the same seconds
+    for gyu in zip(bits.green, bits.yellow, bits.redamber, strict=True):
+        row = seen.get(gyu)
+        if row is not None:
+            rows.append(row)
+            continue
+        g, y, u = gyu
         if g == m or y == m or u == m:
             return None
         g = ((g >> r) | (g << back)) & m
@@ -506,10 +517,11 @@ def join_edges(bits: PlanBits, from_phase: int) -> JoinEdges | None:
         trail_g = c - (~g & m).bit_length()
         ty = c - (~y & m).bit_length()  # yellow seconds at the end
         hu = ((u + 1) & ~u).bit_length() - 1  # red-amber seconds at the start
-        rows.append((lead_g, trail_g, ((y + 1) & ~y).bit_length() - 1, c - (~u & m).bit_length(),
-                     ty if not trail_g and ty and g >> (c - 1 - ty) & 1 else -1,
-                     hu if not lead_g and hu and g >> hu & 1 else -1,
-                     c - (g | y).bit_length(), (g & -g).bit_length() - 1 if g else c))
+        row = seen[gyu] = (lead_g, trail_g, ((y + 1) & ~y).bit_length() - 1, c - (~u & m).bit_length(),
+                           ty if not trail_g and ty and g >> (c - 1 - ty) & 1 else -1,
+                           hu if not lead_g and hu and g >> hu & 1 else -1,
+                           c - (g | y).bit_length(), (g & -g).bit_length() - 1 if g else c)
+        rows.append(row)
     return JoinEdges(c, *zip(*rows, strict=True)) if rows else None
 
 

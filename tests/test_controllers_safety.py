@@ -18,6 +18,8 @@ from engine.safety import (
     GREEN_MINOR,
     REDAMBER,
     YELLOW,
+    JoinEdges,
+    PlanBits,
     SignalSpec,
     _runs,
     check_bits,
@@ -138,6 +140,23 @@ def plans_with_shared_heads(draw):
 def test_check_plan_equals_its_twin_with_groups_sharing_a_signal_head(case):
     plan, spec = case
     assert check_plan(plan, spec) == check_plan_by_second(plan, spec)
+
+
+@settings(max_examples=500, deadline=None)
+@given(plans_with_shared_heads(), st.data())
+def test_join_edges_of_groups_sharing_a_signal_head_equal_each_group_alone(case, data):
+    """join_edges computes a group's edges once for the groups of one signal head: every group's edges equal those of a
+    plan made of that group alone."""
+    plan, _ = case
+    bits = plan_bits(plan)
+    phase = data.draw(st.integers(0, len(plan.phases) - 1))
+    edges = join_edges(bits, phase)
+    alone = [join_edges(PlanBits(bits.cycle_s, bits.starts, (g,), (y,), (u,)), phase)
+             for g, y, u in zip(bits.green, bits.yellow, bits.redamber, strict=True)]
+    if any(e is None for e in alone):
+        assert edges is None
+        return
+    assert edges == JoinEdges(bits.cycle_s, *(tuple(e[f][0] for e in alone) for f in range(1, len(JoinEdges._fields))))
 
 
 def _swedish(greens: list[int], n_groups: int, offset: int = 0) -> SignalPlan:
