@@ -76,6 +76,9 @@ class CyclicNet(NamedTuple):
         delay; None for none.
     yielding: permissive movements that give way and the lanes they hold up (models.yielding): a movement's
         capacity in second t is multiplied by its factor from the opposing departure profiles; None for none.
+    lane_group: int64 (M,) lane group of each movement, ids < M (models.evaluate.lane_groups): the overflow delay d2
+        comes from the summed flows and capacities of the movements that share lanes, as HCM computes it per lane
+        group; None: every movement is a group of its own.
     """
 
     sat_veh_s: np.ndarray
@@ -88,6 +91,7 @@ class CyclicNet(NamedTuple):
     order: np.ndarray
     stop_penalty_s: np.ndarray | None = None
     yielding: Yielding | None = None
+    lane_group: np.ndarray | None = None
 
 
 # CyclicNet as the kernels take it: normalised, its Yielding's fields flat (yield_*), and yield_is_opp, bool (M,):
@@ -468,7 +472,8 @@ def _evaluate_one(net, links, plans, opts, k, dep, disp, arr, cap, tmp, mcache, 
 
     Scratch: dep (2M, Pmax) departure profiles (rows M + m: movement m's departures before its own giving way,
     kept for the movements others give way to: what those see); disp (L, Pmax) dispersed profiles of the links;
-    arr, cap, tmp (Pmax,); mcache (M, 3) each movement's latest (delay rate, stop rate, X); stamp (M, 3) int64:
+    arr, cap, tmp (Pmax,); mcache (M, 8) each movement's latest (delay rate without d2, stop rate, X, flow,
+    capacity), columns 5-7 lane-group sums; stamp (M, 3) int64:
     evaluation counter at which the movement's departures last changed / at which it was last evaluated / at which
     its departures before its own giving way last changed. A movement
     none of whose sources changed since its last evaluation would give the same result again and is skipped
@@ -599,36 +604,56 @@ def _evaluate_one(net, links, plans, opts, k, dep, disp, arr, cap, tmp, mcache, 
             capacity_h = c_eff / p * 3600.0
             a_scaled = scale * a_sum
             d1 = area / a_scaled if a_scaled > 0.0 else 0.0
-            if x > 0.0:
-                xm1 = x - 1.0
-                d2 = 900.0 * t_h * (xm1 + np.sqrt(xm1 * xm1 + 8.0 * opts.overflow_ki * x / (capacity_h * t_h)))
-                if opts.overflow_in_window and x > 1.0:
-                    d2 /= x
-            else:
-                d2 = 0.0
             h = stopped / a_scaled if a_scaled > 0.0 else 0.0
             if scale < 1.0:
                 h = h * scale + (1.0 - scale)
-            mcache[m, 0] = flow_h * (d1 + d2 + h * net.stop_penalty_s[m])
+            mcache[m, 0] = flow_h * (d1 + h * net.stop_penalty_s[m])  # the overflow delay d2 follows the sweeps
             mcache[m, 1] = flow_h * h
             mcache[m, 2] = x
+            mcache[m, 3] = flow_h
+            mcache[m, 4] = capacity_h
             if write_mov:
                 mov.flow_veh_h[k, m] = flow_h
                 mov.capacity_veh_h[k, m] = capacity_h
                 mov.dos[k, m] = x
                 mov.uniform_delay_s[k, m] = d1
-                mov.overflow_delay_s[k, m] = d2
                 mov.stops_per_veh[k, m] = h
                 mov.max_queue_veh[k, m] = q_max
-                mov.overflow_queue_veh[k, m] = flow_h / 3600.0 * d2
         if not has_feeds or (sweep > 0 and change <= opts.tol_veh):
             sweeps_used = sweep + 1
             break
+    # overflow delay d2 (HCM incremental) per lane group: flows and capacities of the movements that share lanes
+    # pooled (columns 5-7 of group g's row: its flow, capacity, movements); a group of one is the movement itself
+    for m in range(n_mov):
+        mcache[m, 5] = 0.0
+        mcache[m, 6] = 0.0
+        mcache[m, 7] = 0.0
+    for m in range(n_mov):
+        g = net.lane_group[m]
+        mcache[g, 5] += mcache[m, 3]
+        mcache[g, 6] += mcache[m, 4]
+        mcache[g, 7] += 1.0
     delay_total = 0.0
     stops_total = 0.0
     max_dos = 0.0
     for m in range(n_mov):
-        delay_total += mcache[m, 0]
+        g = net.lane_group[m]
+        x = mcache[m, 2]
+        capacity_h = mcache[m, 4]
+        if mcache[g, 7] > 1.0 and x > 0.0:
+            capacity_h = mcache[g, 6]
+            x = mcache[g, 5] / capacity_h
+        if x > 0.0:
+            xm1 = x - 1.0
+            d2 = 900.0 * t_h * (xm1 + np.sqrt(xm1 * xm1 + 8.0 * opts.overflow_ki * x / (capacity_h * t_h)))
+            if opts.overflow_in_window and x > 1.0:
+                d2 /= x
+        else:
+            d2 = 0.0
+        if write_mov:
+            mov.overflow_delay_s[k, m] = d2
+            mov.overflow_queue_veh[k, m] = mcache[m, 3] / 3600.0 * d2
+        delay_total += mcache[m, 0] + mcache[m, 3] * d2
         stops_total += mcache[m, 1]
         if mcache[m, 2] > max_dos:
             max_dos = mcache[m, 2]
@@ -677,6 +702,8 @@ def _check(net: CyclicNet, plans: CyclicPlans) -> tuple[int, int]:
     k = plans.period_s.shape[0]
     if net.in_ptr.shape != (n_mov + 1,) or net.order.shape != (n_mov,) or net.stop_penalty_s.shape != (n_mov,):
         raise ValueError("CyclicNet: in_ptr must have M+1 entries, order and stop_penalty_s M")
+    if net.lane_group.shape != (n_mov,) or (n_mov and (net.lane_group.min() < 0 or net.lane_group.max() >= n_mov)):
+        raise ValueError("CyclicNet: lane_group must have M entries in [0, M)")
     if sorted(net.order.tolist()) != list(range(n_mov)):
         raise ValueError("CyclicNet: order must be a permutation of the movements")
     n_edges = int(net.in_ptr[-1])
@@ -708,6 +735,8 @@ def _normalise(net: CyclicNet, plans: CyclicPlans, opts: CyclicOptions):
         np.ascontiguousarray(net.order, np.int64),
         np.zeros(net.sat_veh_s.shape[0]) if net.stop_penalty_s is None else
         np.ascontiguousarray(net.stop_penalty_s, np.float64),
+        np.arange(net.sat_veh_s.shape[0], dtype=np.int64) if net.lane_group is None else
+        np.ascontiguousarray(net.lane_group, np.int64),
         *y,
         np.isin(np.arange(net.sat_veh_s.shape[0]), y.opp_mov),
     )
@@ -729,7 +758,7 @@ def _scratch(n_thr: int, net, links: _Links, p_max: int) -> tuple:
     n_mov = net.sat_veh_s.shape[0]
     n_groups = net.yield_mix.shape[0]
     return (np.zeros((n_thr, 2 * n_mov, p_max)), np.zeros((n_thr, links.shift_s.shape[0], p_max)),
-            np.zeros((n_thr, p_max)), np.zeros((n_thr, p_max)), np.zeros((n_thr, p_max)), np.zeros((n_thr, n_mov, 3)),
+            np.zeros((n_thr, p_max)), np.zeros((n_thr, p_max)), np.zeros((n_thr, p_max)), np.zeros((n_thr, n_mov, 8)),
             np.zeros((n_thr, n_mov, 3), np.int64), np.zeros((n_thr, n_groups, p_max)),
             np.zeros((n_thr, n_groups), np.int64))
 

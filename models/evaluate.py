@@ -60,6 +60,13 @@ class ModelParams:
         incremental delay at its degree of saturation (models.closed_form.random_delay, k I = overflow_ki): the
         queue model steps the mean arrivals, so without it a movement just below capacity has no queue left at the
         end of green, and just above it no more than the deterministic overflow.
+    random_delay_lane_groups: that random delay per lane group, as HCM computes it (:func:`lane_groups`: movements
+        that share a lane, and every lane they use, form one group with their capacities and flows pooled). Off, each
+        movement gets the random delay of a queue of its own, so a turn with a small share of a shared lane (its
+        capacity that share) gets the large random delay of a small-capacity queue it does not have. Measured on the
+        fidelity benchmark's plans (bench/results/models_fidelity*.md): higher rank correlation with SUMO.
+    overflow_lane_groups: the same for the cyclic model's overflow delay d2. Off by default: on the same plans it
+        lowered the cyclic model's rank correlation (its per-movement d2 also stands in for what it does not model).
     overflow_in_window: the cyclic model's overflow delay counts only what is incurred within the demand window (as
         a simulation over the window measures it) instead of HCM's delay until the overflow queue has cleared.
     accel_m_s2, decel_m_s2: every stop costs v/2 (1/a + 1/b) s of extra time at the approach speed v (SUMO's
@@ -89,6 +96,8 @@ class ModelParams:
     queue_storage: bool = True
     queue_travel_factor: float = 1.0
     queue_random_delay: bool = True
+    random_delay_lane_groups: bool = True
+    overflow_lane_groups: bool = False
     overflow_in_window: bool = True
     stop_penalty: bool = True
     accel_m_s2: float = 2.6
@@ -160,6 +169,7 @@ class Context:
     cyclic_opts: cyclic.CyclicOptions
     queue_net: queue.QueueNet
     queue_demand: queue.QueueDemand
+    mov_lane_group: np.ndarray  # (M,) int64: lane group of each movement (lane_groups)
     _templates: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -195,6 +205,44 @@ def prepare(net: Network, demand: Demand, params: ModelParams | None = None) -> 
     ctx = _build_context(net, demand, params)
     per_net[key] = ctx
     return ctx
+
+
+def lane_groups(net: Network) -> np.ndarray:
+    """Lane group of every movement (int64, (M,), numbered by first movement): movements that share an incoming lane
+    belong to one group, and so (transitively) does every lane each of them uses, as HCM forms lane groups. A movement
+    without lane information is a group of its own."""
+    n = net.n_movements
+    parent = np.arange(n)
+
+    def root(m: int) -> int:
+        while parent[m] != m:
+            parent[m] = parent[parent[m]]
+            m = int(parent[m])
+        return m
+
+    first: dict[str, int] = {}
+    lanes = net.mov_in_lanes if len(net.mov_in_lanes) == n else ((),) * n
+    for m in range(n):
+        for ln in lanes[m]:
+            other = first.setdefault(ln, m)
+            a, b = root(m), root(other)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    out = np.array([root(m) for m in range(n)], np.int64)
+    return np.unique(out, return_inverse=True)[1].astype(np.int64)
+
+
+def pooled_random_delay(group: np.ndarray, dos: np.ndarray, capacity_veh_h: np.ndarray, period_h: float,
+                        k_i: float) -> np.ndarray:
+    """models.closed_form.random_delay per lane group: the group's flow over its capacity, both summed over its
+    movements, applied to each movement with traffic."""
+    cap = np.asarray(capacity_veh_h, np.float64)
+    flow = np.asarray(dos, np.float64) * cap
+    n_g = int(group.max()) + 1 if group.size else 0
+    c_g = np.bincount(group, cap, n_g)
+    q_g = np.bincount(group, flow, n_g)
+    x_g = np.where(c_g > 0, q_g / np.maximum(c_g, 1e-12), 0.0)
+    return np.where(np.asarray(dos) > 0, random_delay(x_g[group], c_g[group], period_h, k_i), 0.0)
 
 
 def _window_mean(demand: Demand, rates_veh_h: np.ndarray) -> np.ndarray:
@@ -314,9 +362,11 @@ def _build_context(net: Network, demand: Demand, p: ModelParams) -> Context:
     pen = np.zeros(n_mov)
     if p.stop_penalty:
         pen = np.asarray(net.mov_speed_m_s, np.float64) / 2.0 * (1.0 / p.accel_m_s2 + 1.0 / p.decel_m_s2)
+    groups = lane_groups(net)
     cnet = cyclic.CyclicNet(
         sat, entry_h / 3600.0, in_ptr, src[by_dst], share[by_dst],
         np.rint(bt).astype(np.int64), keep, order, pen, yielding,
+        groups if p.overflow_lane_groups else None,
     )
     copts = cyclic.CyclicOptions(
         period_h=(demand.end_s - demand.begin_s) / 3600.0, overflow_ki=p.overflow_ki, max_sweeps=p.max_sweeps,
@@ -330,7 +380,7 @@ def _build_context(net: Network, demand: Demand, p: ModelParams) -> Context:
     )
     bin_steps = max(1, int(round(demand.bin_s)))
     qdem = queue.QueueDemand(np.asarray(demand.mov_entry_veh_h, np.float64) / 3600.0, bin_steps)
-    return Context(net, demand, p, entry_h, pen, cnet, copts, qnet, qdem)
+    return Context(net, demand, p, entry_h, pen, cnet, copts, qnet, qdem, groups)
 
 
 # --------------------------------------------------------------------------------------------------- plans
@@ -541,7 +591,11 @@ def evaluate_queue(net: Network, demand: Demand, plans: Any = None, params: Mode
         delay = np.where(kpi.arrivals_veh > 0, kpi.delay_veh_s / kpi.arrivals_veh, 0.0) + stop_pen
     rand = np.zeros_like(delay)
     if ctx.params.queue_random_delay:
-        rand = random_delay(dos, np.maximum(cap, ctx.params.min_capacity_veh_h), window_h, ctx.params.overflow_ki)
+        cap_floor = np.maximum(cap, ctx.params.min_capacity_veh_h)
+        if ctx.params.random_delay_lane_groups:
+            rand = pooled_random_delay(ctx.mov_lane_group, dos, cap_floor, window_h, ctx.params.overflow_ki)
+        else:
+            rand = random_delay(dos, cap_floor, window_h, ctx.params.overflow_ki)
         delay = delay + rand
     vehicles = float(kpi.entered_veh.sum() + state.backlog_veh.sum())
     extra = {"window_h": window_h, "period_s": int(cp.period_s[0]), "stretched_cycles": bool(scaled[0]),

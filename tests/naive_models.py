@@ -176,6 +176,21 @@ def naive_cyclic(net, plans, opts) -> tuple[dict, dict]:
                                overflow_queue_veh=flow_h / 3600 * d2)
             if change < 1e-13 or not coupled:
                 break
+        # d2 of a movement that shares lanes: from its lane group's summed flow and capacity (HCM lane group)
+        group = list(range(n_mov)) if getattr(net, "lane_group", None) is None else [int(g) for g in net.lane_group]
+        members = {}
+        for m in rows:
+            members.setdefault(group[m], []).append(m)
+        for m, row in rows.items():
+            mates = members[group[m]]
+            if len(mates) > 1 and row["dos"] > 0:
+                cap_h = sum(rows[o]["capacity_veh_h"] for o in mates)
+                x = sum(rows[o]["flow_veh_h"] for o in mates) / cap_h
+                d2 = 900 * t_h * ((x - 1) + math.sqrt((x - 1) ** 2 + 8 * opts.overflow_ki * x / (cap_h * t_h)))
+                if getattr(opts, "overflow_in_window", False) and x > 1:
+                    d2 = d2 / x
+                row["overflow_delay_s"] = d2
+                row["overflow_queue_veh"] = row["flow_veh_h"] / 3600 * d2
         for m, row in rows.items():
             for f, v in row.items():
                 mov[f][k, m] = v

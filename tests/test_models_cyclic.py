@@ -92,6 +92,26 @@ def test_above_capacity_uniform_part_at_x1_and_overflow_is_hcm_d2(x):
     np.testing.assert_allclose(dep[0], cap[0], rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("x", [0.6, 0.95, 1.3])
+def test_overflow_delay_of_a_lane_group_is_hcm_d2_of_the_pooled_queue(x):
+    """Two movements that share lanes (one lane group), green together: each gets HCM's d2 of one queue with their
+    summed flow and capacity, not of a queue of its own; the uniform delay and X stay per movement."""
+    cycle, g = 80, 32
+    sat = np.array([1500.0, 300.0])  # a through movement and a turn with a small share of the shared lane
+    flow = x * sat * g / cycle
+    net, plans = isolated(flow / 3600, sat / 3600, [[(10, g, 1.0)], [(10, g, 1.0)]], cycle)
+    alone = evaluate_batch(net, plans, OPTS)[1]
+    pooled = evaluate_batch(net._replace(lane_group=np.array([0, 0])), plans, OPTS)[1]
+    want = cf.hcm_incremental_delay(x, sat.sum() * g / cycle, OPTS.period_h, OPTS.overflow_ki)
+    np.testing.assert_allclose(pooled.overflow_delay_s[0], want, rtol=1e-12)
+    np.testing.assert_allclose(alone.overflow_delay_s[0], cf.hcm_incremental_delay(x, sat * g / cycle, OPTS.period_h,
+                                                                                   OPTS.overflow_ki), rtol=1e-12)
+    assert pooled.overflow_delay_s[0, 1] < alone.overflow_delay_s[0, 1]
+    np.testing.assert_array_equal(pooled.dos, alone.dos)
+    np.testing.assert_array_equal(pooled.uniform_delay_s, alone.uniform_delay_s)
+    assert_matches_naive(net._replace(lane_group=np.array([0, 0])), plans)
+
+
 def test_fractional_window_matches_deterministic_queue_area():
     """Green window starting mid-second: capacity is spread uniformly over the partial second; D/D/1 still holds."""
     cycle, sat, q = 50, 0.5, 0.12
@@ -213,6 +233,7 @@ def random_case(draw):
         np.array(src, np.int64), rng.uniform(0.1, 0.7, e), rng.integers(0, 90, e), rng.uniform(0, 0.8, e) *
         (rng.random(e) < 0.8), np.arange(m), rng.uniform(0, 6, m) if rng.random() < 0.5 else None,
         random_yielding(rng, m) if rng.random() < 0.6 else None,
+        rng.integers(0, max(1, m // 2 + 1), m) if rng.random() < 0.5 else None,  # lane groups (ids < M)
     )
     period = rng.integers(10, 91, k)
     st_ = np.zeros((k, m, w))
@@ -296,3 +317,5 @@ def test_bad_shapes_raise():
         evaluate_batch(net._replace(order=np.array([0, 0])), plans, OPTS)
     with pytest.raises(ValueError):
         evaluate_batch(net._replace(in_keep=np.array([1.0])), plans, OPTS)
+    with pytest.raises(ValueError, match="lane_group"):
+        evaluate_batch(net._replace(lane_group=np.array([0, 2])), plans, OPTS)

@@ -265,9 +265,62 @@ def test_queue_model_adds_the_random_delay_of_each_movement(grid):
     from models.closed_form import random_delay
 
     plain = evaluate_queue(grid.net, grid.demand, None, ModelParams(queue_random_delay=False))
-    with_r = evaluate_queue(grid.net, grid.demand, None, ModelParams())
+    with_r = evaluate_queue(grid.net, grid.demand, None, ModelParams(random_delay_lane_groups=False))
     want = random_delay(plain.mov_dos, np.maximum(plain.mov_capacity_veh_h, 1.0), plain.extra["window_h"], 0.5)
     assert np.all(want >= 0) and want.max() > 1.0
     np.testing.assert_allclose(with_r.mov_delay_s - plain.mov_delay_s, want, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(with_r.extra["mov_random_delay_s"], want, rtol=1e-9, atol=1e-12)
     assert with_r.mean_delay_s > plain.mean_delay_s
+
+
+def test_lane_groups_join_movements_that_share_a_lane_and_every_lane_they_use(grid):
+    from models.evaluate import lane_groups
+
+    net = grid.net
+    g = lane_groups(net)
+    assert g.shape == (net.n_movements,) and g.min() == 0
+    for m in range(net.n_movements):
+        for o in range(net.n_movements):
+            if set(net.mov_in_lanes[m]) & set(net.mov_in_lanes[o]):
+                assert g[m] == g[o]
+    # no group without a shared lane chain: each group's movements are linked through lanes
+    for k in np.unique(g):
+        members = np.flatnonzero(g == k).tolist()
+        reached, lanes = {members[0]}, set(net.mov_in_lanes[members[0]])
+        grew = True
+        while grew:
+            grew = False
+            for o in members:
+                if o not in reached and lanes & set(net.mov_in_lanes[o]):
+                    reached.add(o)
+                    lanes |= set(net.mov_in_lanes[o])
+                    grew = True
+        assert reached == set(members)
+
+
+def test_pooled_random_delay_is_hcms_lane_group_delay():
+    """Two movements on one lane get the random delay of one queue with their summed flow and capacity (HCM lane
+    group); a movement alone equals the per-movement form; a movement without traffic gets none."""
+    from models.closed_form import random_delay
+    from models.evaluate import pooled_random_delay
+
+    group = np.array([0, 0, 1, 2])
+    cap = np.array([150.0, 1200.0, 600.0, 400.0])
+    flow = np.array([140.0, 900.0, 300.0, 0.0])
+    got = pooled_random_delay(group, flow / cap, cap, 1.0, 0.5)
+    lane = random_delay(1040.0 / 1350.0, 1350.0, 1.0, 0.5)
+    np.testing.assert_allclose(got[:2], lane, rtol=1e-12)
+    assert got[0] < random_delay(140.0 / 150.0, 150.0, 1.0, 0.5) / 3  # far below the small queue of its own
+    assert got[2] == pytest.approx(float(random_delay(0.5, 600.0, 1.0, 0.5)), rel=1e-12)
+    assert got[3] == 0.0
+
+
+def test_queue_model_random_delay_by_lane_group_is_the_default(grid):
+    from models.evaluate import lane_groups, pooled_random_delay
+
+    plain = evaluate_queue(grid.net, grid.demand, None, ModelParams(queue_random_delay=False))
+    pooled = evaluate_queue(grid.net, grid.demand, None, ModelParams())
+    want = pooled_random_delay(lane_groups(grid.net), plain.mov_dos, np.maximum(plain.mov_capacity_veh_h, 1.0),
+                               plain.extra["window_h"], 0.5)
+    np.testing.assert_allclose(pooled.extra["mov_random_delay_s"], want, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(pooled.mov_delay_s - plain.mov_delay_s, want, rtol=1e-9, atol=1e-9)
