@@ -73,7 +73,7 @@ def noise_ceiling(sumo_loss: np.ndarray, other_runs: list[list[dict]], other_see
 
 def evaluate_scenario(spec: str, n_plans: int, seeds: list[int], splits: str = "demand", calibrate: bool = True,
                       cal_plans: int = 24, cal_seeds=(101, 102, 103), workers: int = 2, sumo_cache=None,
-                      sat_flow=None, plan_seed: int = 0, ceiling_seeds=None) -> dict:
+                      sat_flow=None, plan_seed: int = 0, ceiling_seeds=None, variant=None) -> dict:
     from models.cli_predict import params_from_obj
     from models.evaluate import ModelParams
     from sim import calibrate as cal
@@ -91,6 +91,12 @@ def evaluate_scenario(spec: str, n_plans: int, seeds: list[int], splits: str = "
             compile_scenario(spec, sat=SatFlowConfig.from_json(sat_flow)), ModelParams())
         params["satflow"] = {"cyclic": base, "queue": base}
         out["sat_flow_file"] = str(sat_flow)
+    if variant:  # the same plans, the models with some constants changed (a JSON object of ModelParams fields)
+        from dataclasses import replace
+
+        var = replace(params_from_obj(variant), lane_split=base.lane_split)
+        params["variant"] = {"cyclic": var, "queue": var}
+        out["variant_params"] = variant
     if calibrate:
         params["calibrated"] = {}
         data = cal.calibration_set(comp, cal_plans, cal_seeds, workers=workers, cache=sumo_cache)
@@ -206,13 +212,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ceiling-seeds", metavar="S,S,...",
                     help="also run the plans with these other SUMO seeds (as many as --seeds) and report SUMO's "
                          "own split-half rank correlation: the ceiling any model can reach")
+    ap.add_argument("--variant", metavar="JSON",
+                    help="also evaluate the models with these constants changed (a JSON object of model parameters, "
+                         'e.g. \'{"random_delay_lane_groups": true}\'); rows labelled "variant"')
     args = ap.parse_args(argv)
     ceiling = [int(s) for s in args.ceiling_seeds.split(",")] if args.ceiling_seeds else None
     specs = args.scenario or scenarios_available(False)
     seeds = [int(s) for s in args.seeds.split(",")]
     res = {Path(s).stem: evaluate_scenario(s, args.plans, seeds, args.splits, not args.no_calibrate,
                                            workers=args.jobs, sumo_cache=args.sumo_cache, sat_flow=args.sat_flow,
-                                           plan_seed=args.plan_seed, ceiling_seeds=ceiling)
+                                           plan_seed=args.plan_seed, ceiling_seeds=ceiling,
+                                           variant=json.loads(args.variant) if args.variant else None)
            for s in specs}
     if args.out:
         atomic_write(Path(args.out), json.dumps(res, indent=1, default=str))

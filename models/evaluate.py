@@ -63,10 +63,13 @@ class ModelParams:
     random_delay_lane_groups: that random delay per lane group, as HCM computes it (:func:`lane_groups`: movements
         that share a lane, and every lane they use, form one group with their capacities and flows pooled). Off, each
         movement gets the random delay of a queue of its own, so a turn with a small share of a shared lane (its
-        capacity that share) gets the large random delay of a small-capacity queue it does not have. Measured on the
-        fidelity benchmark's plans (bench/results/models_fidelity*.md): higher rank correlation with SUMO.
-    overflow_lane_groups: the same for the cyclic model's overflow delay d2. Off by default: on the same plans it
-        lowered the cyclic model's rank correlation (its per-movement d2 also stands in for what it does not model).
+        capacity that share) gets the large random delay of a small-capacity queue it does not have. Off by default:
+        on the fidelity benchmark's two plan samples it raised the queue model's rank correlation on cologne3 and on
+        one corridor sample but lowered it on the other, and it lowers the level of delay (MAPE 11 -> 23 % on the
+        corridor with the other constants at their defaults; bench/results/models_fidelity_lanegroups.md).
+    overflow_lane_groups: the same for the cyclic model's overflow delay d2. Off by default: on plan seed 7 it
+        lowered the cyclic model's rank correlation (cologne3 0.844 -> 0.810), and an optimised corridor plan made
+        with it was worse in SUMO (its per-movement d2 also stands in for what the model does not capture).
     overflow_in_window: the cyclic model's overflow delay counts only what is incurred within the demand window (as
         a simulation over the window measures it) instead of HCM's delay until the overflow queue has cleared.
     accel_m_s2, decel_m_s2: every stop costs v/2 (1/a + 1/b) s of extra time at the approach speed v (SUMO's
@@ -96,7 +99,7 @@ class ModelParams:
     queue_storage: bool = True
     queue_travel_factor: float = 1.0
     queue_random_delay: bool = True
-    random_delay_lane_groups: bool = True
+    random_delay_lane_groups: bool = False
     overflow_lane_groups: bool = False
     overflow_in_window: bool = True
     stop_penalty: bool = True

@@ -265,7 +265,7 @@ def test_queue_model_adds_the_random_delay_of_each_movement(grid):
     from models.closed_form import random_delay
 
     plain = evaluate_queue(grid.net, grid.demand, None, ModelParams(queue_random_delay=False))
-    with_r = evaluate_queue(grid.net, grid.demand, None, ModelParams(random_delay_lane_groups=False))
+    with_r = evaluate_queue(grid.net, grid.demand, None, ModelParams())
     want = random_delay(plain.mov_dos, np.maximum(plain.mov_capacity_veh_h, 1.0), plain.extra["window_h"], 0.5)
     assert np.all(want >= 0) and want.max() > 1.0
     np.testing.assert_allclose(with_r.mov_delay_s - plain.mov_delay_s, want, rtol=1e-9, atol=1e-9)
@@ -315,12 +315,14 @@ def test_pooled_random_delay_is_hcms_lane_group_delay():
     assert got[3] == 0.0
 
 
-def test_queue_model_random_delay_by_lane_group_is_the_default(grid):
+def test_queue_model_random_delay_by_lane_group(grid):
     from models.evaluate import lane_groups, pooled_random_delay
 
     plain = evaluate_queue(grid.net, grid.demand, None, ModelParams(queue_random_delay=False))
-    pooled = evaluate_queue(grid.net, grid.demand, None, ModelParams())
+    pooled = evaluate_queue(grid.net, grid.demand, None, ModelParams(random_delay_lane_groups=True))
     want = pooled_random_delay(lane_groups(grid.net), plain.mov_dos, np.maximum(plain.mov_capacity_veh_h, 1.0),
                                plain.extra["window_h"], 0.5)
     np.testing.assert_allclose(pooled.extra["mov_random_delay_s"], want, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(pooled.mov_delay_s - plain.mov_delay_s, want, rtol=1e-9, atol=1e-9)
+    alone = evaluate_queue(grid.net, grid.demand, None, ModelParams())
+    assert np.any(np.abs(alone.extra["mov_random_delay_s"] - want) > 1e-6)  # grid-2x2 has shared lanes
