@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -227,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         atomic_write(Path(args.out), json.dumps(res, indent=1, default=str))
     if args.md:
-        cmd = "python -m bench.bench_models_fidelity " + " ".join(argv if argv is not None else sys.argv[1:])
+        cmd = "python -m bench.bench_models_fidelity " + shlex.join(argv if argv is not None else sys.argv[1:])
         atomic_write(Path(args.md), to_markdown(res, cmd))
     if not args.out and not args.md:
         print(json.dumps(res, indent=1, default=str))
