@@ -66,7 +66,8 @@ class ModelParams:
         capacity that share) gets the large random delay of a small-capacity queue it does not have. Off by default:
         on the fidelity benchmark's two plan samples it raised the queue model's rank correlation on cologne3 and on
         one corridor sample but lowered it on the other, and it lowers the level of delay (MAPE 11 -> 23 % on the
-        corridor with the other constants at their defaults; bench/results/models_fidelity_lanegroups.md).
+        corridor with the other constants at their defaults; the "variant" rows of bench/results/models_fidelity.md
+        and models_fidelity_seed7.md).
     overflow_lane_groups: the same for the cyclic model's overflow delay d2. Off by default: on plan seed 7 it
         lowered the cyclic model's rank correlation (cologne3 0.844 -> 0.810), and an optimised corridor plan made
         with it was worse in SUMO (its per-movement d2 also stands in for what the model does not capture).
