@@ -1,7 +1,7 @@
 """Where the models and SUMO part ways, approach by approach, between two plans.
 
 For each plan (``own`` for the scenario's own programs, or a JSON / SUMO plan file): SUMO's time loss per approach
-(veh*h, edgeData over the approach edge and the edges that lead only into it: ``sim.calibrate.approach_stretches``),
+(veh*h, edgeData over the approach edge and the edges that lead only into it: ``sim.calibrate.measure``),
 mean over the seeds, against each model's total delay of the approach's movements (veh*h). Printed per signal, with
 the change from the first plan to the second: a model that predicts a gain SUMO does not show, or misses a loss SUMO
 shows, is wrong about that approach.
@@ -12,38 +12,10 @@ shows, is wrong about that approach.
 from __future__ import annotations
 
 import argparse
-import subprocess
+import json
 import sys
-import tempfile
-import xml.etree.ElementTree as ET
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
-
-
-def sumo_approach_loss(comp, planset, seed: int, workdir: Path) -> np.ndarray:
-    """SUMO time loss per approach (veh*h, (A,)) of one run of ``planset``."""
-    from sim.calibrate import approach_stretches
-    from sim.harness import RunConfig, sumo_command
-    from sim.planio import planset_to_additional
-
-    sc = comp.scenario
-    workdir.mkdir(parents=True, exist_ok=True)
-    plan_file, meas, out = workdir / "plan.add.xml", workdir / "edgedata.add.xml", workdir / "edgedata.xml"
-    plan_file.write_text(planset_to_additional(planset))
-    meas.write_text(f'<additional><edgeData id="gv" file="{out}" begin="{sc.begin_s:g}" end="{sc.end_s:g}" '
-                    f'excludeEmpty="true"/></additional>\n')
-    cmd = sumo_command(sc, RunConfig(seed=seed), workdir, [plan_file, meas]) + ["--no-warnings", "true"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"SUMO failed on {sc.name} seed {seed}: {(proc.stderr or proc.stdout).strip()[-200:]}")
-    stretch = approach_stretches(comp)
-    loss = np.zeros(comp.net.n_approaches)
-    for _, el in ET.iterparse(str(out), events=("end",)):
-        if el.tag == "edge" and el.get("id") in stretch:
-            loss[stretch[el.get("id")]] += float(el.get("timeLoss", 0.0)) / 3600.0
-    return loss
 
 
 def model_approach_delay(comp, planset, params, model: str) -> tuple[np.ndarray, float]:
@@ -70,8 +42,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params", help="model constants (a JSON object of model parameters)")
     ap.add_argument("--jobs", type=int, default=2)
     args = ap.parse_args(argv)
-    import json
-
     comp, base = cal.shared_lanes_by_demand(compile_scenario(args.scenario), ModelParams())
     if args.params:
         from dataclasses import replace
@@ -92,10 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     for sid in wanted:
         if sid not in net.signal_index:
             raise SystemExit(f"{args.scenario}: no signal {sid!r}")
-    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max(1, args.jobs)) as pool:
-        futs = [[pool.submit(sumo_approach_loss, comp, ps, s, Path(tmp) / f"{i}_{s}") for s in seeds]
-                for i, ps in enumerate(plansets)]
-        sumo = [np.mean([f.result() for f in row], 0) for row in futs]
+    runs = cal.measure(comp, plansets, seeds, args.jobs)  # SUMO's time loss per approach stretch (edgeData)
+    sumo = [np.mean([r["approach_time_loss_h"] for r in row], 0) for row in runs]
     models = {m: [model_approach_delay(comp, ps, base, m) for ps in plansets] for m in ("cyclic", "queue")}
     print(f"{comp.scenario.name}: SUMO seeds {args.seeds}; veh*h per approach, plan A -> plan B "
           f"(A = {args.plans[0]}, B = {args.plans[1]})")

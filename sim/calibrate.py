@@ -177,7 +177,7 @@ def approach_stretches(comp) -> dict[str, int]:
 def measure_one(comp, planset, seed: int, workdir: Path, protocol: str = "default") -> dict:
     """One SUMO run of ``planset`` (SUMO's binary in a subprocess; ``protocol`` as in sim.harness.RunConfig):
     mean time loss of the vehicles that departed, the benchmark delay with the exact never-departed set (SUMO
-    writes them with their wait until the end), and time loss per signal (approach edges)."""
+    writes them with their wait until the end), and time loss per approach and per signal (approach stretches)."""
     from sim.harness import RunConfig, sumo_command
     from sim.kpi import bus_mask, parse_tripinfo, weight_sums
     from sim.planio import planset_to_additional
@@ -206,12 +206,14 @@ def measure_one(comp, planset, seed: int, workdir: Path, protocol: str = "defaul
         if el.tag == "edge":
             edge_loss[el.get("id")] = float(el.get("timeLoss", 0.0))
     net = comp.net
-    sig = np.zeros(net.n_signals)
+    appr = np.zeros(net.n_approaches)
     for edge, a in approach_stretches(comp).items():
-        sig[net.appr_signal[a]] += edge_loss.get(edge, 0.0)
+        appr[a] += edge_loss.get(edge, 0.0)
+    sig = np.bincount(net.appr_signal, appr, net.n_signals)
     return {"mean_time_loss_s": float(np.nanmean(loss)) if loss.size else 0.0,
             "benchmark_delay_s": float(bench_delay), "never_departed": int(n_never), "n": int(loss.size),
-            "signal_time_loss_h": (sig / 3600).tolist(), "n_tripinfo": len(ti["id"]),
+            "signal_time_loss_h": (sig / 3600).tolist(), "approach_time_loss_h": (appr / 3600).tolist(),
+            "n_tripinfo": len(ti["id"]),
             **weight_sums(ti, bus_mask(ti, sc))}
 
 
