@@ -12,7 +12,7 @@ import zmq
 from controllers import host as host_module
 from controllers.agent import FALLBACK_KEY, DayClock
 from controllers.config import spec_from_fallback
-from controllers.host import SERVICE_GC_THRESHOLDS, AgentHost, quiet_gc
+from controllers.host import SERVICE_GC_THRESHOLDS, AgentHost, LoopGC, quiet_gc
 from controllers.signal import PlanRunner
 from tests.test_controllers_support import Harness, four_phase, wait_for
 
@@ -46,6 +46,60 @@ def test_quiet_gc_freezes_and_raises_the_full_collection_threshold():
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_loop_gc_collects_on_its_schedule_and_restores_the_collector():
+    assert gc.isenabled()
+    lgc = LoopGC(young_s=0.02, full_s=1.0)
+    try:
+        lgc.start(now=100.0)
+        assert not gc.isenabled()
+        assert gc.get_freeze_count() > 0
+        seen = []
+        gc.callbacks.append(cb := lambda phase, info: phase == "start" and seen.append(info["generation"]))
+        try:
+            assert lgc.step(100.01) == -1  # nothing due yet
+            assert lgc.step(100.02) == 1  # young and middle generations together
+            assert lgc.step(100.03) == -1
+            assert lgc.step(100.05) == 1
+            assert lgc.step(101.0) == 2  # the full collection is due
+            assert lgc.step(101.01) == -1
+        finally:
+            gc.callbacks.remove(cb)
+        assert seen == [1, 1, 2]
+        assert lgc.collections == [0, 2, 1]
+        # a cycle made meanwhile is reclaimed by the next young collection
+        import weakref
+
+        class Node:
+            pass
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        gone = weakref.ref(a)
+        del a, b
+        assert gone() is not None  # the automatic collector is off
+        assert lgc.step(102.0) in (1, 2)
+        assert gone() is None
+    finally:
+        lgc.stop()
+        gc.unfreeze()
+    assert gc.isenabled()
+
+
+def test_a_host_with_freeze_gc_collects_in_its_loop(tmp_path):
+    with Harness(tmp_path, ("c1",)) as h:
+        h.start_engine()
+        h.start_agents(freeze_gc=True)
+        try:
+            wait_for(lambda: h.agents["c1"].engine_epoch, 5, what="WELCOME")
+            assert not gc.isenabled()
+            wait_for(lambda: sum(h.host.gc.collections) >= 3, 5, what="the host's young collections")
+            ref = h.publish(four_phase("c1", 22, 24, 3))[0]
+            wait_for(lambda: h.agents["c1"].running_ref == ref, 8, what="the plan applied")
+        finally:
+            h.stop_agents()
+        assert gc.isenabled()
+    gc.unfreeze()
 
 
 # ---------------------------------------------------------------------------------------------- ticks when due
