@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from controllers.engine import Engine, EngineConfig
+from controllers.engine import Engine, EngineConfig, Peer
 from controllers.wire import Activation
 from tests.test_controllers_support import Harness, four_phase, wait_for
 
@@ -155,3 +155,38 @@ def test_a_status_of_a_plan_replaced_in_the_same_group_leaves_the_tables_as_ever
     finally:
         for s in stores:
             s.close()
+
+
+def test_pings_go_to_each_controller_on_its_own_schedule(tmp_path):
+    """Not all controllers at once every heartbeat (their PONGs came back as one burst): each is pinged at most
+    heartbeat_s after its previous ping, and a timer pass pings only a slice of them."""
+    with Harness(tmp_path, ("c1",)) as h:
+        eng = Engine(EngineConfig(endpoint=h.endpoint, state_dir=tmp_path / "engine-state", keys=h.keys.engine,
+                                  allow_dir=h.keys.allow, heartbeat_s=5.0, offline_after_s=60.0))
+        try:
+            sent: list[tuple[float, str]] = []
+            now = 1000.0
+            eng._send = lambda peer, msg: sent.append((now, peer.cid)) or True
+            for i in range(400):
+                peer = eng.peers.setdefault(f"p{i}", Peer(f"p{i}"))
+                peer.online, peer.last_seen = True, now
+                peer.next_ping = now + 5.0 * (0.5 + 0.5 * i / 400)  # as on connecting: within the second half
+            per_pass = []
+            while now < 1030.0:
+                n0 = len(sent)
+                eng._timers(now)
+                per_pass.append(len(sent) - n0)
+                now += 0.05
+                for peer in eng.peers.values():
+                    peer.last_seen = now  # they answer
+            assert max(per_pass) <= 20  # 400 controllers, 100 passes per heartbeat: no burst
+            times: dict[str, list[float]] = {}
+            for t, cid in sent:
+                times.setdefault(cid, []).append(t)
+            assert len(times) == 400
+            for ts in times.values():
+                gaps = [b - a for a, b in zip(ts, ts[1:], strict=False)]
+                assert ts[0] <= 1000.0 + 5.0 + 0.05
+                assert gaps and max(gaps) <= 5.0 + 0.05 + 1e-9 and min(gaps) >= 4.5 - 1e-9
+        finally:
+            eng.close()
