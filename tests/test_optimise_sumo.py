@@ -114,7 +114,20 @@ def test_polish_steps_are_valid_neighbours():
             kinds.add(what.split(": ")[1].split(" ")[0] if ": " in what else what)
             changed = [i for i in range(len(inst.signals)) if cand.timings[i] != sol.timings[i]]
             assert changed
-    assert {"offset", "cycle"} <= kinds
+    assert {"offset", "cycle", "shared"} <= kinds
+    # a shared step moves the same phases by the same seconds at every signal of one phase structure
+    shared = [c for c in (prop.propose(sol, 2) for _ in range(60)) if "shared" in c[1]]
+    assert shared
+    for cand, what in shared:
+        ids = what.split(": ")[0].split("+")
+        assert len(ids) > 1
+        idx = [next(i for i, s in enumerate(inst.signals) if s.signal_id == sid) for sid in ids]
+        deltas = {tuple(cand.durations(i) - sol.durations(i)) for i in idx}
+        assert len(deltas) == 1 and sorted(set(next(iter(deltas)))) == [-2, 0, 2], what
+        assert all(cand.timings[i] == sol.timings[i] for i in range(len(inst.signals)) if i not in idx)
+    # without --sim-shared the polish proposes no shared steps (the default: earlier results stay reproducible)
+    plain = _Proposer(inst, np.random.default_rng(0), shared=False)
+    assert not any("shared" in plain.propose(sol, 2)[1] for _ in range(60))
 
 
 def test_polish_keeps_a_step_only_when_its_gain_beats_the_noise():

@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--sim-polish", type=int, default=0, metavar="N",
                     help="then a local search in SUMO on the training seeds, at most N plan evaluations "
                          "(default 0: off; see engine.optimise.simpolish)")
+    ap.add_argument("--sim-shared", action="store_true",
+                    help="the polish also tries each split step at all signals of one phase structure at once")
     ap.add_argument("--protocol", default="default", help="SUMO protocol of the check: default or resco")
     ap.add_argument("--jobs", type=int, default=2, help="parallel SUMO runs of the check (default 2)")
     ap.add_argument("--periods", metavar="N|FROM-TO,...",
@@ -184,7 +186,8 @@ def run(args, argv: list[str]) -> int:
             from sim.evaluate import parse_seeds
 
             popts = SimPolishOptions(budget=args.sim_polish, seeds=tuple(parse_seeds(args.sim_seeds)),
-                                     protocol=args.protocol, jobs=args.jobs, seed=opts.seed)
+                                     protocol=args.protocol, jobs=args.jobs, seed=opts.seed,
+                                     shared=args.sim_shared)
             with tempfile.TemporaryDirectory(prefix="gronvag-simpolish-") as tmp:
                 res, polish_info = sim_polish(inst, res, comp, popts, Path(tmp), reporter)
     command = "gronvag optimise " + " ".join(shlex.quote(a) for a in argv)
