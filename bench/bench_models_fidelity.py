@@ -72,9 +72,30 @@ def noise_ceiling(sumo_loss: np.ndarray, other_runs: list[list[dict]], other_see
     return {"seeds": other_seeds, "split_half_spearman": r, "ceiling": round(float(np.sqrt(max(r, 0.0))), 3)}
 
 
+def approach_rank_costs(model_appr: np.ndarray, sumo_appr: np.ndarray, names, top: int) -> list[dict]:
+    """Which approaches cost the model its rank: for plans k and approaches a, the model's error
+    E[k, a] = model - SUMO (veh*h) and T[k] = SUMO's total over the approaches; cov(E[:, a], T) / var(T) is the
+    share of the spread of SUMO's totals that approach a's error removes (negative: the model misses growth that
+    SUMO shows there as the total grows; the shares sum to cov(model total, T) / var(T) - 1). The ``top`` most
+    negative, each with its shares, SUMO's and the model's mean and their correlation over the plans."""
+    m, y = np.asarray(model_appr, float), np.asarray(sumo_appr, float)
+    tot = y.sum(1)
+    var = float(tot.var(ddof=1))
+    rows = []
+    for a in range(y.shape[1]):
+        e = m[:, a] - y[:, a]
+        r = np.corrcoef(m[:, a], y[:, a])[0, 1] if m[:, a].std() > 0 and y[:, a].std() > 0 else float("nan")
+        rows.append({"approach": names[a], "error_share": round(float(np.cov(e, tot)[0, 1] / var), 3),
+                     "sumo_share": round(float(np.cov(y[:, a], tot)[0, 1] / var), 3),
+                     "sumo_mean_veh_h": round(float(y[:, a].mean()), 2),
+                     "model_mean_veh_h": round(float(m[:, a].mean()), 2), "r": round(float(r), 2)})
+    return sorted(rows, key=lambda r: r["error_share"])[:top]
+
+
 def evaluate_scenario(spec: str, n_plans: int, seeds: list[int], splits: str = "demand", calibrate: bool = True,
                       cal_plans: int = 24, cal_seeds=(101, 102, 103), workers: int = 2, sumo_cache=None,
-                      sat_flow=None, plan_seed: int = 0, ceiling_seeds=None, variant=None) -> dict:
+                      sat_flow=None, plan_seed: int = 0, ceiling_seeds=None, variant=None,
+                      approaches: int = 0) -> dict:
     from models.cli_predict import params_from_obj
     from models.evaluate import ModelParams
     from sim import calibrate as cal
@@ -134,9 +155,22 @@ def evaluate_scenario(spec: str, n_plans: int, seeds: list[int], splits: str = "
                    "per_signal_each": {comp.net.signal_ids[s]: cal.fit_stats(per_sig[:, s], sumo_sig[:, s])
                                        for s in range(per_sig.shape[1])},
                    "model_network_delay_s": np.round(mean, 2).tolist()}
+            if approaches and which == "default":
+                res["approaches"] = _approach_costs(comp, plansets, p, model, runs, approaches)
             out[f"{model}_{which}"] = res
             print(f"{name} {model} ({which}): network {res['network']}, per signal {res['per_signal']}", flush=True)
     return out
+
+
+def _approach_costs(comp, plansets, params, model: str, runs, top: int) -> list[dict] | str:
+    from bench.approach_compare import model_approach_delay
+
+    if not all("approach_time_loss_h" in r for row in runs for r in row):
+        return "SUMO records without time loss per approach (a cache from before it was recorded): use a new cache"
+    sumo = np.array([np.mean([r["approach_time_loss_h"] for r in row], 0) for row in runs])
+    model_appr = np.array([model_approach_delay(comp, ps, params, model)[0] for ps in plansets])
+    names = [f"{comp.net.signal_ids[comp.net.appr_signal[a]]} {e}" for a, e in enumerate(comp.net.appr_edge)]
+    return approach_rank_costs(model_appr, sumo, names, top)
 
 
 def to_markdown(results: dict, command: str) -> str:
@@ -166,6 +200,20 @@ def to_markdown(results: dict, command: str) -> str:
                 vals = ", ".join(f"{k.replace('levels.', '')} {v:.3g}" for k, v in c["values"].items())
                 lines.append(f"- {r['scenario']} {model}: {vals}; MAPE {c['fit_before']['mape_pct']} -> "
                              f"{c['fit_after']['mape_pct']} % ({c['wall_s']} s incl. SUMO)")
+    appr = [(r, k) for r in results.values() for k in ("cyclic_default", "queue_default")
+            if r.get(k, {}).get("approaches")]
+    if appr:
+        lines += ["", "Approaches that cost the default models their rank (`--approaches`): error share = cov(model - "
+                  "SUMO at the approach, SUMO's total) / var(SUMO's total) over the plans, most negative first "
+                  "(the model misses growth that SUMO shows there); SUMO's share of the spread; mean veh*h SUMO / "
+                  "model; r over the plans:", ""]
+        for r, k in appr:
+            a = r[k]["approaches"]
+            text = a if isinstance(a, str) else "; ".join(
+                f"{x['approach']} {x['error_share']:+.3f} ({x['sumo_share']:.3f}; {x['sumo_mean_veh_h']} / "
+                f"{x['model_mean_veh_h']}; r {x['r']})" for x in a)
+            lines.append(f"- {r['scenario']} {k.split('_')[0]}: {text}")
+        lines.append("")
     lines += ["", "Per signal (calibrated cyclic model, Spearman / MAPE %):", ""]
     ceil = [r for r in results.values() if r.get("ceiling")]
     if ceil:
@@ -213,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ceiling-seeds", metavar="S,S,...",
                     help="also run the plans with these other SUMO seeds (as many as --seeds) and report SUMO's "
                          "own split-half rank correlation: the ceiling any model can reach")
+    ap.add_argument("--approaches", type=int, default=0, metavar="N",
+                    help="list the N approaches whose model error costs the default models most rank (SUMO's "
+                         "time loss per approach: needs SUMO records that have it)")
     ap.add_argument("--variant", metavar="JSON",
                     help="also evaluate the models with these constants changed (a JSON object of model parameters, "
                          'e.g. \'{"random_delay_lane_groups": true}\'); rows labelled "variant"')
@@ -223,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     res = {Path(s).stem: evaluate_scenario(s, args.plans, seeds, args.splits, not args.no_calibrate,
                                            workers=args.jobs, sumo_cache=args.sumo_cache, sat_flow=args.sat_flow,
                                            plan_seed=args.plan_seed, ceiling_seeds=ceiling,
-                                           variant=json.loads(args.variant) if args.variant else None)
+                                           variant=json.loads(args.variant) if args.variant else None,
+                                           approaches=args.approaches)
            for s in specs}
     if args.out:
         atomic_write(Path(args.out), json.dumps(res, indent=1, default=str))
