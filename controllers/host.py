@@ -44,14 +44,14 @@ class LoopGC:
     Why: CPython starts a young collection when tracked allocations minus *all* tracked deallocations pass the first
     threshold. An agent host frees about as many old objects (plans, bitsets and verdicts leaving the controllers'
     caches) as it makes new ones, so that count hardly grows while the young generation does: measured in the
-    benchmark's agent processes at 3000-5000 plans/s, "young" collections over 11-70 thousand objects, 6-43 ms of CPU
-    each (50-107 ms of wall time on the contended machine), every plan in flight to that process waiting behind them.
+    benchmark's agent processes at 1000-5000 plans/s, "young" collections over up to 70 thousand objects, up to 46 ms
+    of CPU each (113 ms of wall time on the shared machine), every plan in flight to that process waiting behind them.
 
     Here the automatic collector is off and :meth:`step` (called by the loop after it has sent its answers) collects
     the two younger generations together every ``young_s`` and everything every ``full_s``. A young collection then
     covers only what the loop made in ``young_s`` (about 1-2 ms of CPU at 2500 plans/s per process), and each object
     is looked at once before it moves to the oldest generation, where reference counting frees it as before (the
-    benchmark's collections find a few cyclic objects per thousand; those wait for the full collection).
+    benchmark's young collections freed 1-3 objects each; those that survive one wait for the full collection).
 
     :meth:`start` collects, freezes the survivors (:func:`gc.freeze`: start-up objects live as long as the process)
     and disables the automatic collector; :meth:`stop` enables it again."""
