@@ -144,3 +144,86 @@ def test_polish_keeps_a_step_only_when_its_gain_beats_the_noise():
     assert not gain_is_real([79.9, 69.9, 74.9], ref, 0.002, 1.0)  # -0.1 s: below 0.2 % of 75
     assert not gain_is_real(ref, ref, 0.002, 0.0)
     assert gain_is_real([74.0], [75.0], 0.002, 1.0) and not gain_is_real([75.0], [75.0], 0.002, 1.0)
+
+
+def _grid_result():
+    from engine.optimise import OptimiseOptions, build_instance
+    from engine.optimise.run import Reporter, optimise
+    from sim.scenario import compile_scenario
+
+    comp = compile_scenario("grid-2x2", end_s=900)
+    inst = build_instance(comp.net, comp.demand, OptimiseOptions(time_limit_s=2.0, search_rounds=5),
+                          scenario=comp.scenario.name)
+    return comp, inst, optimise(inst, Reporter())
+
+
+@pytest.mark.parametrize("chosen, kept", [([70.0, 80.0, 75.0], "optimised"),  # lower on every seed
+                                          ([78.0, 79.0, 76.0], "programs"),  # mixed: inside the noise
+                                          ([90.0, 95.0, 91.0], "programs")])  # worse
+def test_sim_validate_keeps_the_plan_only_when_it_beats_the_programs_beyond_the_noise(monkeypatch, tmp_path, chosen,
+                                                                                       kept):
+    """The hold-out stage with SUMO's figures made up (the plan's, then the programs', seed by seed): a plan lower on
+    every seed stays; one inside the noise or worse is replaced by the scenario's own programs, which validate."""
+    import numpy as np
+
+    import sim.calibrate
+    from engine.optimise.run import Reporter
+    from engine.optimise.simvalidate import SimValidateOptions, sim_validate
+    from engine.optimise.solution import current_solution, validate
+
+    comp, inst, res = _grid_result()
+    programs = [76.0, 81.0, 77.0]
+
+    def fake_measure(comp_, plansets, seeds, workers=2, protocol="default", cache=None):
+        assert len(plansets) == 2 and list(seeds) == [2001, 2002, 2003]
+        return [[{"benchmark_delay_s": v, "n_tripinfo": 100} for v in vals] for vals in (chosen, programs)]
+
+    monkeypatch.setattr(sim.calibrate, "measure", fake_measure)
+    out, out_inst, info = sim_validate(inst, res, inst, comp, SimValidateOptions(seeds=(2001, 2002, 2003)),
+                                       tmp_path, Reporter())
+    assert info["kept"] == kept
+    assert info["paired_difference_s"] == pytest.approx(np.mean(chosen) - np.mean(programs), abs=1e-3)
+    if kept == "optimised":
+        assert out is res
+    else:
+        assert out.solution.timings == current_solution(inst).timings
+        assert not validate(out_inst, out.solution)
+
+
+@pytest.mark.timeout(300)
+def test_sim_validate_in_a_real_run_records_its_figures_and_writes_what_it_kept(tmp_path):
+    """gronvag optimise --sim-validate on grid-2x2 (15 min): the summary holds both plans' figures on the validation
+    seeds, the decision agrees with them, and the plan written is the one it says it kept."""
+    from engine.optimise.cli import optimise_main
+    from engine.optimise.simpolish import gain_is_real
+
+    out = tmp_path / "v"
+    assert optimise_main(["grid-2x2", "--end", "900", "--out", str(out), "--time-limit", "3", "--search-rounds", "5",
+                          "--sim-validate", "2001,2002", "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    sv = summary["sim_validate"]
+    assert sv["seeds"] == [2001, 2002] and len(sv["chosen_values"]) == len(sv["programs_values"]) == 2
+    better = gain_is_real(sv["chosen_values"], sv["programs_values"], 0.0, 1.0)
+    assert sv["kept"] == ("optimised" if better else "programs")
+    assert "## SUMO validation" in (out / "summary.md").read_text()
+    if sv["kept"] == "programs":
+        from engine.optimise import OptimiseOptions, build_instance
+        from engine.optimise.solution import current_solution
+        from sim.scenario import compile_scenario
+
+        comp = compile_scenario("grid-2x2", end_s=900)
+        inst = build_instance(comp.net, comp.demand, OptimiseOptions(), scenario=comp.scenario.name)
+        want = {t.signal_id: list(t.durations_s) for t in current_solution(inst).timings}
+        got = {p["signal_id"]: [ph["duration_s"] for ph in p["phases"]]
+               for p in json.loads((out / "plan.json").read_text())["plans"]}
+        assert got == want
+
+
+def test_sim_validate_needs_one_period(tmp_path, capsys):
+    from engine.optimise.cli import optimise_main
+
+    out = tmp_path / "never"
+    assert optimise_main(["grid-2x2", "--end", "900", "--out", str(out), "--periods", "2", "--sim-validate",
+                          "2001"]) != 0
+    assert "--sim-validate" in capsys.readouterr().err
+    assert not out.exists()

@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--sim-polish", type=int, default=0, metavar="N",
                     help="then a local search in SUMO on the training seeds, at most N plan evaluations "
                          "(default 0: off; see engine.optimise.simpolish)")
+    ap.add_argument("--sim-validate", metavar="SEEDS",
+                    help="then run the chosen plan and the scenario's programs on these other seeds; keep the plan "
+                         "only if SUMO shows it better there, beyond the noise (else write the programs; "
+                         "engine.optimise.simvalidate)")
     ap.add_argument("--sim-shared", action="store_true",
                     help="the polish also tries each split step at all signals of one phase structure at once")
     ap.add_argument("--protocol", default="default", help="SUMO protocol of the check: default or resco")
@@ -156,7 +160,7 @@ def run(args, argv: list[str]) -> int:
     t0 = time.perf_counter()
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                         TextColumn("{task.fields[obj]}"), console=console, disable=args.quiet, transient=True)
-    sim_info = polish_info = None
+    sim_info = polish_info = valid_info = None
     with progress:
         task = progress.add_task("optimising", total=opts.time_limit_s, obj="")
         reporter = _RichReporter(progress, task, t0) if not args.quiet else Reporter()
@@ -190,12 +194,25 @@ def run(args, argv: list[str]) -> int:
                                      shared=args.sim_shared)
             with tempfile.TemporaryDirectory(prefix="gronvag-simpolish-") as tmp:
                 res, polish_info = sim_polish(inst, res, comp, popts, Path(tmp), reporter)
+        if args.sim_validate:
+            import tempfile
+            from pathlib import Path
+
+            from engine.optimise.simvalidate import SimValidateOptions, sim_validate
+            from sim.evaluate import parse_seeds
+
+            vopts = SimValidateOptions(seeds=tuple(parse_seeds(args.sim_validate)), protocol=args.protocol,
+                                       jobs=args.jobs)
+            with tempfile.TemporaryDirectory(prefix="gronvag-simvalidate-") as tmp:
+                res, inst, valid_info = sim_validate(inst, res, base_inst, comp, vopts, Path(tmp), reporter)
     command = "gronvag optimise " + " ".join(shlex.quote(a) for a in argv)
     summary = build_summary(inst, res.solution, res.outcomes, res.current, res.optimised, command)
     if sim_info is not None:
         summary["sim_check"] = sim_info
     if polish_info is not None:
         summary["sim_polish"] = polish_info
+    if valid_info is not None:
+        summary["sim_validate"] = valid_info
     if order_info is not None:
         summary["phase_order"] = order_info
     summary["wall_s"] = round(time.perf_counter() - t0, 2)
@@ -249,9 +266,9 @@ def run_periods(args, argv: list[str], opts, params, comp, console, sat=None) ->
     from engine.plan import PlanSet, now_iso
     from sim.scenario import compile_scenario
 
-    if args.sim_check or args.sim_polish or args.phase_order:
-        raise GronvagError("--sim-check, --sim-polish and --phase-order work on one period; run them without "
-                           "--periods")
+    if args.sim_check or args.sim_polish or args.sim_validate or args.phase_order:
+        raise GronvagError("--sim-check, --sim-polish, --sim-validate and --phase-order work on one period; run "
+                           "them without --periods")
     periods = parse_periods(args.periods, comp.demand.begin_s, comp.demand.end_s)
     t0 = time.perf_counter()
     plans, summaries = [], []

@@ -226,6 +226,14 @@ def render_markdown(summary: dict) -> str:
                   f"{sp['start_delay_s']:.2f} -> {sp['end_delay_s']:.2f} s/veh, {len(sp['accepted'])} steps kept "
                   f"({sp['wall_s']} s).", ""]
         lines += [f"- {a['step']} -> {a['delay_s']:.2f} s/veh" for a in sp["accepted"]]
+    sv = summary.get("sim_validate")
+    if sv:
+        kept = {"optimised": "the optimised plan", "programs": "the scenario's own programs"}[sv["kept"]]
+        lines += ["", "## SUMO validation", "",
+                  f"On validation seeds {sv['seeds']} ({sv['protocol']} protocol), apart from the training seeds: "
+                  f"the optimised plan {sv['chosen_delay_s']:.2f} s/veh, the programs {sv['programs_delay_s']:.2f}; "
+                  f"paired difference {sv['paired_difference_s']:+.2f} s (standard error "
+                  f"{sv['standard_error_s']:.2f}). Written: {kept}." + (f" {sv['note']}" if sv.get("note") else "")]
     lines += ["", "## Search", ""]
     for g in summary["groups"]:
         ids = ", ".join(g["signals"][:6]) + (", ..." if len(g["signals"]) > 6 else "")
