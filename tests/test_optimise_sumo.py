@@ -227,3 +227,20 @@ def test_sim_validate_needs_one_period(tmp_path, capsys):
                           "2001"]) != 0
     assert "--sim-validate" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.timeout(300)
+def test_sim_check_from_the_command_line_records_one_chosen_candidate(tmp_path):
+    """gronvag optimise --sim-check on grid-2x2 (10 min, one training seed): the summary lists the candidates with
+    their SUMO figures, exactly one chosen, no worse than the current plan on the training seed."""
+    from engine.optimise.cli import optimise_main
+
+    out = tmp_path / "c"
+    assert optimise_main(["grid-2x2", "--end", "600", "--out", str(out), "--time-limit", "3", "--search-rounds", "5",
+                          "--sim-check", "--sim-seeds", "1001", "--sim-cycles", "1", "--sim-rounds", "1",
+                          "--quiet"]) == 0
+    cands = json.loads((out / "summary.json").read_text())["sim_check"]["candidates"]
+    assert len(cands) >= 2 and sum(c["chosen"] for c in cands) == 1
+    chosen = next(c for c in cands if c["chosen"])
+    current = [c for c in cands if c["candidate"] == "current plan"]
+    assert current and chosen["sumo_delay_s"] <= current[0]["sumo_delay_s"]

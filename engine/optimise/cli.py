@@ -22,7 +22,9 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from engine.errors import GronvagError
 from engine.optimise.instance import DEFAULT_STOP_COST_S, OptimiseOptions, Pin
@@ -168,9 +170,6 @@ def run(args, argv: list[str]) -> int:
         if args.phase_order:
             res, inst, base_inst, order_info = _phase_order(args, comp, opts, params, inst, base_inst, res, reporter)
         if args.sim_check:
-            import tempfile
-            from pathlib import Path
-
             from engine.optimise.simcheck import SimCheckOptions, sim_select
             from sim.evaluate import parse_seeds
 
@@ -183,9 +182,6 @@ def run(args, argv: list[str]) -> int:
                                                  routes=args.routes, begin=args.begin, end=args.end,
                                                  base_inst=base_inst)
         if args.sim_polish > 0:
-            import tempfile
-            from pathlib import Path
-
             from engine.optimise.simpolish import SimPolishOptions, sim_polish
             from sim.evaluate import parse_seeds
 
@@ -195,9 +191,6 @@ def run(args, argv: list[str]) -> int:
             with tempfile.TemporaryDirectory(prefix="gronvag-simpolish-") as tmp:
                 res, polish_info = sim_polish(inst, res, comp, popts, Path(tmp), reporter)
         if args.sim_validate:
-            import tempfile
-            from pathlib import Path
-
             from engine.optimise.simvalidate import SimValidateOptions, sim_validate
             from sim.evaluate import parse_seeds
 
