@@ -36,13 +36,28 @@ def _resolve(name: str) -> tuple[str, str] | None:
 
 
 def _stats(records: list[dict], controller: str) -> dict:
-    vals = [r["kpi"][KPI] for r in records if r["controller"] == controller and r.get("status") == "ok"
-            and r.get("kpi") and r["kpi"].get(KPI) is not None]
+    ok = [r for r in records if r["controller"] == controller and r.get("status") == "ok"
+          and r.get("kpi") and r["kpi"].get(KPI) is not None]
+    vals = [r["kpi"][KPI] for r in ok]
     failed = sum(1 for r in records if r["controller"] == controller and r.get("status") != "ok")
     if not vals:
         return {"n": 0, "failed": failed, "mean": float("nan"), "median": float("nan")}
     return {"n": len(vals), "failed": failed, "mean": float(np.mean(vals)), "median": float(np.median(vals)),
-            "values": vals}
+            "values": vals, "seeds": [r.get("seed") for r in ok]}
+
+
+def paired_against_fixed(stats: dict) -> dict | None:
+    """The optimised plan minus the fixed plan, seed by seed (the seeds both ran): mean, its standard error, on how
+    many seeds the plan was lower. None without per-seed records (rows from before they were kept)."""
+    f, p = stats.get("fixed", {}), stats.get("plan", {})
+    if "seeds" not in f or "seeds" not in p:
+        return None
+    fixed = dict(zip(f["seeds"], f["values"], strict=True))
+    d = np.array([v - fixed[s] for s, v in zip(p["seeds"], p["values"], strict=True) if s in fixed])
+    if d.size < 2:
+        return None
+    return {"n": int(d.size), "mean": float(d.mean()), "se": float(d.std(ddof=1) / np.sqrt(d.size)),
+            "lower": int((d < 0).sum())}
 
 
 def _earlier_records(runs: Path, seeds: list[int]) -> list[dict]:
@@ -141,6 +156,12 @@ def render(rows: list[dict], command: str, seeds: str, note: str, out: Path | No
                      f"{r.get('optimise_wall_s', float('nan')):.1f} |")
     if gains:
         lines += ["", f"Mean change against fixed over {len(gains)} scenarios: {np.mean(gains):+.1f} %."]
+    paired = [(r["scenario"], paired_against_fixed(r["stats"])) for r in rows]
+    if any(pa for _, pa in paired):
+        lines += ["", "Paired by seed, optimised minus fixed [s] (standard error of the mean; seeds where the plan "
+                  "was lower). A difference within about two standard errors is noise, not a gain:", ""]
+        lines += [f"- {name}: {pa['mean']:+.2f} ({pa['se']:.2f}); lower on {pa['lower']} of {pa['n']} seeds"
+                  for name, pa in paired if pa]
     if out is not None:
         lines += sim_check_section(rows, out)
         lines += sim_polish_section(rows, out)
