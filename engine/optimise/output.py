@@ -227,7 +227,9 @@ def render_markdown(summary: dict) -> str:
                   f"({sp['wall_s']} s).", ""]
         lines += [f"- {a['step']} -> {a['delay_s']:.2f} s/veh" for a in sp["accepted"]]
     sv = summary.get("sim_validate")
-    if sv:
+    if sv and "chosen_delay_s" not in sv:
+        lines += ["", "## SUMO validation", "", f"{sv.get('note', '')}."]
+    elif sv:
         kept = {"optimised": "the optimised plan", "programs": "the scenario's own programs"}[sv["kept"]]
         lines += ["", "## SUMO validation", "",
                   f"On validation seeds {sv['seeds']} ({sv['protocol']} protocol), apart from the training seeds: "
