@@ -160,7 +160,7 @@ def _grid_result():
 @pytest.mark.parametrize("chosen, kept", [([70.0, 80.0, 75.0], "optimised"),  # lower on every seed
                                           ([78.0, 79.0, 76.0], "programs"),  # mixed: inside the noise
                                           ([90.0, 95.0, 91.0], "programs")])  # worse
-def test_sim_validate_keeps_the_plan_only_when_it_beats_the_programs_beyond_the_noise(monkeypatch, tmp_path, chosen,
+def test_sim_validate_keeps_the_plan_only_when_it_beats_the_programs_beyond_the_noise(monkeypatch, chosen,
                                                                                        kept):
     """The hold-out stage with SUMO's figures made up (the plan's, then the programs', seed by seed): a plan lower on
     every seed stays; one inside the noise or worse is replaced by the scenario's own programs, which validate."""
@@ -180,7 +180,7 @@ def test_sim_validate_keeps_the_plan_only_when_it_beats_the_programs_beyond_the_
 
     monkeypatch.setattr(sim.calibrate, "measure", fake_measure)
     out, out_inst, info = sim_validate(inst, res, inst, comp, SimValidateOptions(seeds=(2001, 2002, 2003)),
-                                       tmp_path, Reporter())
+                                       Reporter())
     assert info["kept"] == kept
     assert info["paired_difference_s"] == pytest.approx(np.mean(chosen) - np.mean(programs), abs=1e-3)
     if kept == "optimised":
@@ -190,7 +190,7 @@ def test_sim_validate_keeps_the_plan_only_when_it_beats_the_programs_beyond_the_
         assert not validate(out_inst, out.solution)
 
 
-def test_sim_validate_does_not_run_sumo_when_the_chosen_plan_is_the_programs(monkeypatch, tmp_path):
+def test_sim_validate_does_not_run_sumo_when_the_chosen_plan_is_the_programs(monkeypatch):
     import sim.calibrate
     from engine.optimise.run import Reporter, result_of
     from engine.optimise.simvalidate import SimValidateOptions, sim_validate
@@ -203,7 +203,7 @@ def test_sim_validate_does_not_run_sumo_when_the_chosen_plan_is_the_programs(mon
         raise AssertionError("SUMO ran")
 
     monkeypatch.setattr(sim.calibrate, "measure", no_runs)
-    out, _, info = sim_validate(inst, res, inst, comp, SimValidateOptions(seeds=(2001,)), tmp_path, Reporter())
+    out, _, info = sim_validate(inst, res, inst, comp, SimValidateOptions(seeds=(2001,)), Reporter())
     assert out is res and info["kept"] == "programs" and "not run" in info["note"]
 
 

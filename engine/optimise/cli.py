@@ -196,8 +196,7 @@ def run(args, argv: list[str]) -> int:
 
             vopts = SimValidateOptions(seeds=tuple(parse_seeds(args.sim_validate)), protocol=args.protocol,
                                        jobs=args.jobs)
-            with tempfile.TemporaryDirectory(prefix="gronvag-simvalidate-") as tmp:
-                res, inst, valid_info = sim_validate(inst, res, base_inst, comp, vopts, Path(tmp), reporter)
+            res, inst, valid_info = sim_validate(inst, res, base_inst, comp, vopts, reporter)
     command = "gronvag optimise " + " ".join(shlex.quote(a) for a in argv)
     summary = build_summary(inst, res.solution, res.outcomes, res.current, res.optimised, command)
     if sim_info is not None:

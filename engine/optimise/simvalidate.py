@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -31,7 +30,7 @@ class SimValidateOptions:
     min_gain: float = 0.0
 
 
-def sim_validate(inst, result, base_inst, comp, opts: SimValidateOptions, workdir: Path, reporter):
+def sim_validate(inst, result, base_inst, comp, opts: SimValidateOptions, reporter):
     """Returns (OptimiseResult, its Instance, a record for the summary)."""
     from engine.optimise.run import result_of
     from engine.optimise.simcheck import sumo_score
@@ -49,7 +48,6 @@ def sim_validate(inst, result, base_inst, comp, opts: SimValidateOptions, workdi
                               "kept": "programs", "note": "the chosen plan is the programs themselves: not run",
                               "wall_s": 0.0}
     reporter.stage(f"SUMO validation on seeds {list(opts.seeds)}")
-    workdir.mkdir(parents=True, exist_ok=True)
     runs = measure(comp, [to_planset(inst, result.solution), to_planset(base_inst, cur)], list(opts.seeds),
                    opts.jobs, protocol=opts.protocol)
     chosen, programs = (np.array([sumo_score(r[KPI], r, inst.options) for r in row]) for row in runs)
