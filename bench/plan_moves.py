@@ -73,6 +73,7 @@ def apply_moves(inst, sol, moves):
 
 def main(argv: list[str] | None = None) -> int:
     from engine.optimise.instance import OptimiseOptions, build_instance
+    from engine.optimise.simpolish import paired_difference
     from engine.optimise.solution import current_solution, to_planset, validate
     from sim import calibrate as cal
     from sim.evaluate import parse_seeds
@@ -108,9 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{comp.scenario.name}: benchmark delay [s/veh], SUMO seeds {args.seeds}; paired difference to 'own' "
           "(standard error of its mean)")
     for name, v in zip(names, vals, strict=True):
-        d = v - vals[0]
-        se = d.std(ddof=1) / np.sqrt(d.size) if d.size > 1 else float("nan")
-        print(f"{name:24s} {v.mean():8.2f}  {d.mean():+7.2f} ({se:4.2f})  per seed "
+        mean_diff, se = paired_difference(v, vals[0])
+        print(f"{name:24s} {v.mean():8.2f}  {mean_diff:+7.2f} ({se:4.2f})  per seed "
               + " ".join(f"{x:.1f}" for x in v))
     return 0
 

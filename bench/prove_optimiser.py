@@ -53,11 +53,14 @@ def paired_against_fixed(stats: dict) -> dict | None:
     if "seeds" not in f or "seeds" not in p:
         return None
     fixed = dict(zip(f["seeds"], f["values"], strict=True))
-    d = np.array([v - fixed[s] for s, v in zip(p["seeds"], p["values"], strict=True) if s in fixed])
-    if d.size < 2:
+    from engine.optimise.simpolish import paired_difference
+
+    pairs = [(v, fixed[s]) for s, v in zip(p["seeds"], p["values"], strict=True) if s in fixed]
+    if len(pairs) < 2:
         return None
-    return {"n": int(d.size), "mean": float(d.mean()), "se": float(d.std(ddof=1) / np.sqrt(d.size)),
-            "lower": int((d < 0).sum())}
+    plan, base = (np.array(x) for x in zip(*pairs, strict=True))
+    mean, se = paired_difference(plan, base)
+    return {"n": len(pairs), "mean": mean, "se": se, "lower": int((plan < base).sum())}
 
 
 def _earlier_records(runs: Path, seeds: list[int]) -> list[dict]:

@@ -105,7 +105,7 @@ def test_polish_steps_are_valid_neighbours():
     comp = compile_scenario("stockholm-corridor")
     inst = build_instance(comp.net, comp.demand, OptimiseOptions(max_dos=2.0))
     sol = current_solution(inst)
-    prop = _Proposer(inst, np.random.default_rng(0))
+    prop = _Proposer(inst, np.random.default_rng(0), shared=True)
     kinds = set()
     for step in (6, 3, 1):
         for _ in range(20):

@@ -75,18 +75,25 @@ def _spread(d: np.ndarray, lo: np.ndarray, adj: np.ndarray, delta: int) -> np.nd
     return d if np.all(d[idx] >= lo[idx]) else None
 
 
+def paired_difference(cand, ref) -> tuple[float, float]:
+    """Mean of the per-seed differences ``cand - ref`` (same seeds, same order) and the standard error of that mean
+    (NaN with one seed)."""
+    diff = np.asarray(cand, float) - np.asarray(ref, float)
+    se = float(diff.std(ddof=1) / math.sqrt(diff.size)) if diff.size > 1 else float("nan")
+    return float(diff.mean()), se
+
+
 def gain_is_real(cand, ref, min_gain: float, z: float) -> bool:
     """Whether a candidate's per-seed training figures ``cand`` beat the reference's ``ref`` (same seeds, same
     order) by more than the noise: the paired differences average below ``-min_gain`` of the reference's mean, and
     their mean plus ``z`` standard errors stays below zero (one seed: the first rule alone)."""
-    cand, ref = np.asarray(cand, float), np.asarray(ref, float)
-    diff = cand - ref
-    se = float(diff.std(ddof=1) / math.sqrt(diff.size)) if diff.size > 1 else 0.0
-    return float(diff.mean()) < -min_gain * float(ref.mean()) and float(diff.mean()) + z * se < 0.0
+    mean, se = paired_difference(cand, ref)
+    se = 0.0 if math.isnan(se) else se
+    return mean < -min_gain * float(np.mean(np.asarray(ref, float))) and mean + z * se < 0.0
 
 
 class _Proposer:
-    def __init__(self, inst, rng: np.random.Generator, shared: bool = True):
+    def __init__(self, inst, rng: np.random.Generator, shared: bool = False):
         self.inst = inst
         self.rng = rng
         like: dict[tuple, list[int]] = {}

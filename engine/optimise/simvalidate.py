@@ -34,7 +34,7 @@ def sim_validate(inst, result, base_inst, comp, opts: SimValidateOptions, report
     """Returns (OptimiseResult, its Instance, a record for the summary)."""
     from engine.optimise.run import result_of
     from engine.optimise.simcheck import sumo_score
-    from engine.optimise.simpolish import gain_is_real
+    from engine.optimise.simpolish import gain_is_real, paired_difference
     from engine.optimise.solution import current_solution, to_planset, validate
     from sim.calibrate import measure
 
@@ -51,12 +51,11 @@ def sim_validate(inst, result, base_inst, comp, opts: SimValidateOptions, report
     runs = measure(comp, [to_planset(inst, result.solution), to_planset(base_inst, cur)], list(opts.seeds),
                    opts.jobs, protocol=opts.protocol)
     chosen, programs = (np.array([sumo_score(r[KPI], r, inst.options) for r in row]) for row in runs)
-    diff = chosen - programs
-    se = float(diff.std(ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else float("nan")
+    mean_diff, se = paired_difference(chosen, programs)
     better = gain_is_real(chosen, programs, opts.min_gain, opts.z)
     info = {"seeds": list(opts.seeds), "protocol": opts.protocol, "z": opts.z,
             "chosen_delay_s": round(float(chosen.mean()), 3), "programs_delay_s": round(float(programs.mean()), 3),
-            "paired_difference_s": round(float(diff.mean()), 3), "standard_error_s": round(se, 3),
+            "paired_difference_s": round(mean_diff, 3), "standard_error_s": round(se, 3),
             "chosen_values": [round(float(v), 2) for v in chosen],
             "programs_values": [round(float(v), 2) for v in programs]}
     if better:
