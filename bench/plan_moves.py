@@ -3,13 +3,15 @@
     python -m bench.plan_moves stockholm-corridor --seeds 1001-1006 \\
         --variant 'left+2=J3+J5+J8:9>5=2' --variant 'J5 offset-4=J5:offset=-4'
 
-A variant is ``NAME=MOVE[;MOVE...]``; a move is either ``SIGNALS:P>Q=S`` (S seconds of green from phase P to phase
-Q of each listed signal, phase indices of its program) or ``SIGNALS:offset=S`` (the offset shifted by S seconds);
-SIGNALS is one id or several joined by ``+``. Every variant is checked by the optimiser's independent validation
-(minimum and maximum greens, clearances, cycle bounds, engine.safety) before anything runs: an unsafe move is a
-one-line error. Each plan runs on every seed (common random numbers); the table gives the mean benchmark delay, the
-paired difference to the own plan with its standard error, and the per-seed figures. This is how the corridor's
-split and offset experiments in bench/results/optimiser.md were measured.
+A variant is ``NAME=MOVE[;MOVE...]``; a move is either ``SIGNALS:P>Q=S`` (S seconds of green from phase P to phase Q
+of each listed signal, phase indices of its program), ``SIGNALS:offset=S`` (the offset shifted by S seconds) or
+``SIGNALS:cycle=S`` (the cycle lengthened by S seconds, spread over the adjustable greens in proportion to their slack
+above the minimum and the offset scaled with the cycle: the SUMO polish's cycle step; list every signal of the
+coordination group); SIGNALS is one id, several joined by ``+``, or ``*`` for every signal. Every variant is checked
+by the optimiser's independent validation (minimum and maximum greens, clearances, cycle bounds, engine.safety) before
+anything runs: an unsafe move is a one-line error. Each plan runs on every seed (common random numbers); the table
+gives the mean benchmark delay, the paired difference to the own plan with its standard error, and the per-seed
+figures. This is how the corridor's split and offset experiments in bench/results/optimiser.md were measured.
 """
 
 from __future__ import annotations
@@ -23,29 +25,53 @@ import numpy as np
 
 
 def parse_variant(text: str, signal_ids) -> tuple[str, list[tuple]]:
-    """'NAME=MOVE;MOVE' -> (name, [(signal ids, 'split', p, q, s) | (signal ids, 'offset', s)])."""
+    """'NAME=MOVE;MOVE' -> (name, [(signal ids, 'split', p, q, s) | (signal ids, 'offset' or 'cycle', s)])."""
     name, sep, rest = text.partition("=")
     if not sep or not name or not rest:
         raise ValueError(f"variant {text!r}: expected NAME=MOVE[;MOVE...]")
     moves = []
     for part in rest.split(";"):
         sigs, sep, what = part.partition(":")
-        ids = sigs.split("+")
+        ids = sorted(signal_ids) if sigs == "*" else sigs.split("+")
         unknown = [s for s in ids if s not in signal_ids]
         if not sep or unknown:
-            raise ValueError(f"variant {name!r}: {part!r} " + (f"names no traffic light {unknown[0]!r}" if unknown
-                                                                 else "needs SIGNALS:P>Q=S or SIGNALS:offset=S"))
+            raise ValueError(f"variant {name!r}: {part!r} " + (
+                f"names no traffic light {unknown[0]!r}" if unknown
+                else "needs SIGNALS:P>Q=S, SIGNALS:offset=S or SIGNALS:cycle=S"))
         key, sep, sec = what.partition("=")
         try:
             seconds = int(sec)
-            if key == "offset":
-                moves.append((ids, "offset", seconds))
+            if key in ("offset", "cycle"):
+                moves.append((ids, key, seconds))
             else:
                 p, q = (int(x) for x in key.split(">"))
                 moves.append((ids, "split", p, q, seconds))
         except ValueError:
-            raise ValueError(f"variant {name!r}: {part!r} needs SIGNALS:P>Q=S or SIGNALS:offset=S") from None
+            raise ValueError(f"variant {name!r}: {part!r} needs SIGNALS:P>Q=S, SIGNALS:offset=S or "
+                             "SIGNALS:cycle=S") from None
     return name, moves
+
+
+def _spread_within(sig, d, delta: int):
+    """d with ``delta`` seconds spread over the adjustable greens in proportion to their slack above the minimum
+    (engine.optimise.simpolish's rule), a green at its maximum (or minimum) passing its share on to the others; None
+    when they have no room for it."""
+    from engine.optimise.simpolish import _spread
+
+    lo, hi = np.asarray(sig.lo_s, np.int64), np.asarray(sig.hi_s, np.int64)
+    d = d.copy()
+    rest = delta
+    while rest:
+        room = sig.adjustable & (lo < hi) & ((d < hi) if rest > 0 else (d > lo))
+        new = _spread(d, lo, room, rest)
+        if new is None:
+            return None
+        new = np.clip(new, lo, hi)
+        rest -= int(new.sum() - d.sum())
+        if int(new.sum()) == int(d.sum()):
+            return None
+        d = new
+    return d
 
 
 def apply_moves(inst, sol, moves):
@@ -60,6 +86,14 @@ def apply_moves(inst, sol, moves):
             t = timings[i]
             if mv[1] == "offset":
                 timings[i] = replace(t, offset_s=int((t.offset_s + mv[2]) % t.cycle_s))
+                continue
+            if mv[1] == "cycle":
+                d = _spread_within(inst.signals[i], np.array(t.durations_s, np.int64), mv[2])
+                if d is None:
+                    raise ValueError(f"{sid}: the cycle cannot change by {mv[2]:+d} s (no slack left)")
+                c = int(d.sum())
+                timings[i] = replace(t, cycle_s=c, durations_s=tuple(int(v) for v in d),
+                                     offset_s=int(round(t.offset_s * c / t.cycle_s)) % c)
                 continue
             _, _, p, q, s = mv
             d = np.array(t.durations_s, np.int64)

@@ -30,3 +30,26 @@ def test_the_own_plan_and_a_variant_run_side_by_side(capsys):
     own, var = (re.findall(r"-?\d+\.\d+", r) for r in rows)
     assert float(own[1]) == 0.0 and len(own) == 2 + 1 + 2  # mean, difference, its SE, two seeds
     assert float(var[0]) > 0 and float(var[1]) == pytest.approx(float(var[0]) - float(own[0]), abs=0.02)
+
+
+def test_a_cycle_move_spreads_over_the_greens_within_their_bounds():
+    from bench.plan_moves import apply_moves
+    from engine.optimise.instance import OptimiseOptions, build_instance
+    from engine.optimise.solution import current_solution, validate
+    from sim.scenario import compile_scenario
+
+    name, moves = parse_variant("longer=*:cycle=6", {"J0_0"})
+    assert moves == [(["J0_0"], "cycle", 6)]
+    comp = compile_scenario("grid-1x1", end_s=300)
+    inst = build_instance(comp.net, comp.demand, OptimiseOptions(), scenario="grid-1x1")
+    own = current_solution(inst)
+    sol = apply_moves(inst, own, moves)
+    t0, t1 = own.timings[0], sol.timings[0]
+    sig = inst.signals[0]
+    assert t1.cycle_s == t0.cycle_s + 6 == sum(t1.durations_s)
+    grew = [i for i, (a, b) in enumerate(zip(t0.durations_s, t1.durations_s, strict=True)) if b != a]
+    assert grew and all(sig.adjustable[i] and t1.durations_s[i] > t0.durations_s[i] for i in grew)
+    assert all(t1.durations_s[i] <= sig.hi_s[i] for i in range(len(t1.durations_s)))
+    assert not validate(inst, sol)
+    with pytest.raises(ValueError, match="cannot change by"):
+        apply_moves(inst, own, [(["J0_0"], "cycle", 10_000)])
