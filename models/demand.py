@@ -8,7 +8,7 @@ passenger-car units per hour (pcu/h); a vehicle's pcu weight comes from its vehi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -65,6 +65,23 @@ class Demand:
     @property
     def bin_edges_s(self) -> np.ndarray:
         return self.begin_s + self.bin_s * np.arange(self.n_bins + 1)
+
+    def bins(self, lo: int, hi: int) -> Demand:
+        """The demand of bins lo:hi alone: its window their span (clipped to ``end_s``), its per-bin arrays cut to
+        them, ``n_vehicles`` and ``n_buses`` in proportion to the entering flow. Routing (feeds, turn ratios) and the
+        pedestrian flows stay the window's."""
+        if not 0 <= lo < hi <= self.n_bins:
+            raise ValueError(f"bins {lo}:{hi} outside the demand's {self.n_bins} bins")
+        edges = np.minimum(self.bin_edges_s, self.end_s)
+        widths = np.diff(edges)
+        entry = (self.mov_entry_veh_h.sum(1) * widths)
+        share = float(entry[lo:hi].sum() / entry.sum()) if entry.sum() > 0 else (hi - lo) / self.n_bins
+        return replace(
+            self, begin_s=float(edges[lo]), end_s=float(edges[hi]),
+            mov_arrival_veh_h=self.mov_arrival_veh_h[lo:hi], mov_entry_veh_h=self.mov_entry_veh_h[lo:hi],
+            mov_bus_veh_h=None if self.mov_bus_veh_h is None else self.mov_bus_veh_h[lo:hi],
+            n_vehicles=int(round(self.n_vehicles * share)), n_buses=int(round(self.n_buses * share)),
+        )
 
     def mean_arrival_veh_h(self) -> np.ndarray:
         """Window-average arrival rate per movement, pcu/h (n_movements,)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -166,14 +167,15 @@ def test_both_models_share_one_signature_and_agree_roughly_when_undersaturated(g
 
 def test_evaluate_cyclic_equals_the_kernel_and_sees_offsets(grid):
     net, dem = grid.net, grid.demand
-    ctx = prepare(net, dem)
-    ev = evaluate_cyclic(net, dem)
+    p = ModelParams(cyclic_periods="window")
+    ctx = prepare(net, dem, p)
+    ev = evaluate_cyclic(net, dem, None, p)
     cp, _ = plan_arrays(ctx, [None, own_planset(net, 17)])
     tot, _ = score_cyclic(ctx, cp)
     window_h = (dem.end_s - dem.begin_s) / 3600
     assert ev.total_delay_veh_h == pytest.approx(tot.delay_veh_s_h[0] * window_h / 3600, rel=1e-12)
     assert tot.delay_veh_s_h[1] != tot.delay_veh_s_h[0]
-    ev2 = evaluate_cyclic(net, dem, own_planset(net, 17))
+    ev2 = evaluate_cyclic(net, dem, own_planset(net, 17), p)
     assert ev2.total_delay_veh_h == pytest.approx(tot.delay_veh_s_h[1] * window_h / 3600, rel=1e-12)
 
 
@@ -326,3 +328,112 @@ def test_queue_model_random_delay_by_lane_group(grid):
     np.testing.assert_allclose(pooled.mov_delay_s - plain.mov_delay_s, want, rtol=1e-9, atol=1e-9)
     alone = evaluate_queue(grid.net, grid.demand, None, ModelParams())
     assert np.any(np.abs(alone.extra["mov_random_delay_s"] - want) > 1e-6)  # grid-2x2 has shared lanes
+
+
+def _two_bins(dem, first: float, second: float):
+    """The demand's window-mean rates, times ``first`` in its first bin and ``second`` in its second (two bins)."""
+    from dataclasses import replace
+
+    arr, ent = dem.mean_arrival_veh_h(), (dem.mov_entry_veh_h * 1.0).mean(0)
+    return replace(dem, end_s=dem.begin_s + 2 * dem.bin_s, mov_arrival_veh_h=np.stack([arr * first, arr * second]),
+                   mov_entry_veh_h=np.stack([ent * first, ent * second]), mov_bus_veh_h=None)
+
+
+def test_periods_of_constant_demand_below_capacity_equal_the_window():
+    """Without random delay (k I = 0) and below capacity there is no overflow term: HCM's periods of a constant
+    demand give the window's steady state, movement by movement."""
+    from sim.scenario import compile_scenario
+
+    comp = compile_scenario("grid-1x1")
+    dem = _two_bins(comp.demand, 1.0, 1.0)
+    base = ModelParams(overflow_ki=0.0, yield_gap_s=0.0)
+    win = evaluate_cyclic(comp.net, dem, None, replace(base, cyclic_periods="window"))
+    per = evaluate_cyclic(comp.net, dem, None, base)
+    assert win.max_dos < 1.0 and per.extra["analysis_periods"] == 2 and win.extra["analysis_periods"] == 1
+    np.testing.assert_allclose(per.mov_delay_s, win.mov_delay_s, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(per.mov_flow_veh_h, win.mov_flow_veh_h, rtol=1e-12)
+    assert per.network_delay_s == pytest.approx(win.network_delay_s, rel=1e-9)
+
+
+def _fluid_overflow_veh_h(rates, cap, t_h, dt_h=1e-5):
+    """Area under a deterministic (fluid) queue served at ``cap`` with arrivals rates[i] over period i of t_h hours,
+    and none afterwards until it has cleared: stepped at dt (the D/D/1 queue, written out)."""
+    q = area = 0.0
+    steps = int(round(t_h / dt_h))
+    for v in rates:
+        for _ in range(steps):
+            q2 = max(0.0, q + (v - cap) * dt_h)
+            area += 0.5 * (q + q2) * dt_h
+            q = q2
+    while q > 0:
+        q2 = max(0.0, q - cap * dt_h)
+        area += 0.5 * (q + q2) * dt_h
+        q = q2
+    return area
+
+
+def test_overflow_carried_into_the_next_period_adds_up_to_the_d_d_1_queue():
+    """A first quarter-hour above capacity, a second well below: HCM's d2 of the first period (until its overflow has
+    cleared) plus d3 of the second (the extra delay the carried queue gives the second's traffic) is, with
+    deterministic arrivals (k I = 0), the D/D/1 queue's overflow delay, movement by movement."""
+    from sim.scenario import compile_scenario
+
+    comp = compile_scenario("grid-1x1")
+    dem = _two_bins(comp.demand, 1.6, 0.2)
+    p = ModelParams(overflow_ki=0.0, yield_gap_s=0.0)
+    ev = evaluate_cyclic(comp.net, dem, None, p)
+    t_h = dem.bin_s / 3600
+    rates = dem.mov_arrival_veh_h
+    over_veh_h = ev.extra["mov_overflow_delay_s"] * ev.mov_flow_veh_h * ev.extra["window_h"] / 3600
+    n_over = 0
+    for m in range(comp.net.n_movements):
+        cap = ev.mov_capacity_veh_h[m]
+        if rates[0, m] <= 0:
+            continue
+        assert (rates[0, m] - cap) * t_h < (cap - rates[1, m]) * t_h  # the carried queue clears in the second
+        n_over += rates[0, m] > cap
+        assert over_veh_h[m] == pytest.approx(_fluid_overflow_veh_h(rates[:, m], cap, t_h), rel=1e-3, abs=1e-6)
+    assert n_over >= 2
+    assert ev.extra["mov_initial_queue_delay_s"].max() > 0
+
+
+def test_initial_queue_delay_is_hcms_d3():
+    from models.evaluate import initial_queue_delay
+
+    # clears within T: t = Qb / (c - v), u = 0
+    assert initial_queue_delay([10.0], [300.0], [600.0], 0.25)[0] == pytest.approx(1800 * 10 * (10 / 300) / 150)
+    # does not clear: t = T, u = 1 - c T (1 - X) / Qb
+    assert initial_queue_delay([100.0], [300.0], [600.0], 0.25)[0] == pytest.approx(1800 * 100 * 1.25 * 0.25 / 150)
+    # above capacity: u = 1; no initial queue, no flow or no capacity: none
+    assert initial_queue_delay([100.0], [700.0], [600.0], 0.25)[0] == pytest.approx(1800 * 100 * 2 * 0.25 / 150)
+    np.testing.assert_array_equal(initial_queue_delay([0.0, 5.0, 5.0], [300.0, 0.0, 300.0], [600.0, 600.0, 0.0], 0.25),
+                                  0.0)
+
+
+def test_periods_judge_a_peak_that_the_window_mean_hides():
+    """The same vehicles, arriving 1.6 / 0.4 times the mean in two quarter-hours: HCM's periods see the first
+    quarter's overflow, the window mean does not; with an even demand the two agree far better."""
+    from sim.scenario import compile_scenario
+
+    comp = compile_scenario("grid-1x1")
+    p = ModelParams()
+    w = replace(p, cyclic_periods="window")
+
+    def gap(dem):  # periods minus window mean, s/veh
+        return (evaluate_cyclic(comp.net, dem, None, p).mean_delay_s
+                - evaluate_cyclic(comp.net, dem, None, w).mean_delay_s)
+
+    gap_peak, gap_flat = gap(_two_bins(comp.demand, 1.6, 0.4)), gap(_two_bins(comp.demand, 1.0, 1.0))
+    assert gap_peak > 5.0 and abs(gap_flat) < 0.2 * gap_peak
+
+
+def test_demand_bins_cut_the_window_and_keep_the_routing(grid):
+    dem = grid.demand
+    assert dem.n_bins >= 2
+    part = dem.bins(1, 2)
+    assert (part.begin_s, part.end_s, part.n_bins) == (dem.begin_s + dem.bin_s, dem.begin_s + 2 * dem.bin_s, 1)
+    np.testing.assert_array_equal(part.mov_arrival_veh_h[0], dem.mov_arrival_veh_h[1])
+    np.testing.assert_allclose(part.mean_arrival_veh_h(), dem.mov_arrival_veh_h[1], rtol=1e-12)
+    assert part.feed_ptr is dem.feed_ptr and part.n_vehicles <= dem.n_vehicles
+    with pytest.raises(ValueError, match="outside"):
+        dem.bins(1, dem.n_bins + 1)

@@ -439,9 +439,11 @@ def build_instance(net, demand, options: OptimiseOptions, scenario: str = "", ct
     program's (e.g. another phase order, :func:`engine.optimise.structure.order_structures`); they take precedence
     over ``phase_skip``'s.
     """
+    from dataclasses import replace
+
     from engine.optimise.evaluation import signal_weights
     from engine.optimise.explain import group_cycle_range, signal_cycle_range
-    from models.evaluate import prepare
+    from models.evaluate import ModelParams, prepare
 
     options.check()
     if net_file is not None and options.shared_lanes_by_demand and ctx is None:
@@ -449,9 +451,10 @@ def build_instance(net, demand, options: OptimiseOptions, scenario: str = "", ct
 
         net = calibrated_network(net, demand)
         if model_params is not None:  # the lanes are split already: the models keep these saturation flows
-            from dataclasses import replace
-
             model_params = replace(model_params, lane_split="compiled")
+    # the optimiser's batch scoring is the window-mean steady state; its network objective (evaluate_cyclic) too, so
+    # that the candidates it compares are scored by the model that made them
+    model_params = replace(model_params or ModelParams(), cyclic_periods="window")
     ctx = ctx or prepare(net, demand, model_params)
     if options.signals:
         unknown = [s for s in options.signals if s not in net.signal_index]
