@@ -218,7 +218,6 @@ def to_markdown(results: dict, command: str) -> str:
                 f"{x['model_mean_veh_h']}; r {x['r']})" for x in a)
             lines.append(f"- {r['scenario']} {k.split('_')[0]}: {text}")
         lines.append("")
-    lines += ["", "Per signal (calibrated cyclic model, Spearman / MAPE %):", ""]
     ceil = [r for r in results.values() if r.get("ceiling")]
     if ceil:
         lines += ["", "SUMO's own noise (the same plans with other seeds): Spearman between the mean over the judged "
@@ -228,6 +227,7 @@ def to_markdown(results: dict, command: str) -> str:
             c = r["ceiling"]
             lines.append(f"- {r['scenario']}: seeds {','.join(map(str, c['seeds']))} against "
                          f"{','.join(map(str, r['seeds']))}: {c['split_half_spearman']}; ceiling {c['ceiling']}")
+    lines += ["", "Per signal (calibrated cyclic model, Spearman / MAPE %):", ""]
     for r in results.values():
         each = r.get("cyclic_calibrated", r.get("cyclic_default"))["per_signal_each"]
         lines.append(f"- {r['scenario']}: " + "; ".join(f"{k} {v['spearman']} / {v['mape_pct']}"
