@@ -240,10 +240,13 @@ def render_markdown(summary: dict) -> str:
     for g in summary["groups"]:
         ids = ", ".join(g["signals"][:6]) + (", ..." if len(g["signals"]) > 6 else "")
         srch = g.get("search", {})
+        before, after = g.get("current_objective"), g.get("objective")
+        # plans scored without a search (the SUMO polish's, the validation's fallback) carry no group objective
+        objective = (f"; group objective {before:.0f} -> {after:.0f}"
+                     if before is not None and after is not None and np.isfinite([before, after]).all() else "")
         lines.append(f"- group ({ids}): cycle {g['cycle_s']} s; start: {g.get('start')}; local search "
                      f"{srch.get('rounds', 0)} rounds, {srch.get('evaluations', 0)} plans evaluated, stopped by "
-                     f"{srch.get('stopped_by', '-')}; group objective {g.get('current_objective', float('nan')):.0f}"
-                     f" -> {g.get('objective', float('nan')):.0f}")
+                     f"{srch.get('stopped_by', '-')}{objective}")
     return "\n".join(lines) + "\n"
 
 
