@@ -106,7 +106,9 @@ def _text_report(name: str, ev, movements: bool, net) -> str:
         f"total delay {ev.total_delay_veh_h:.1f} veh*h, {ev.vehicles:.0f} vehicles, max X {ev.max_dos:.2f}",
     ]
     if ev.model == "cyclic":
-        lines[-1] += f" (period {ev.extra['period_s']} s, {ev.extra['sweeps']} sweeps"
+        n_per = ev.extra.get("analysis_periods", 1)
+        lines[-1] += f" (period {ev.extra['period_s']} s, {ev.extra['sweeps']} sweeps" + (
+            f", {n_per} analysis periods of {ev.extra['window_h'] * 60 / n_per:.0f} min" if n_per > 1 else "")
         lines[-1] += ")" if ev.extra["converged"] else ", NOT converged)"
     else:
         lines[-1] += (f" (entry backlog {ev.extra['backlog_delay_veh_h']:.1f} veh*h, "

@@ -31,6 +31,10 @@ def test_text_and_json_output_for_the_own_programs(capsys, grid):
     assert predict_main(["grid-2x2"]) == 0
     out = capsys.readouterr().out
     assert "cyclic model: mean delay" in out
+    n_bins = grid.demand.n_bins
+    assert f"{n_bins} analysis periods of {(grid.demand.end_s - grid.demand.begin_s) / 60 / n_bins:.0f} min" in out
+    assert predict_main(["grid-2x2", "--params", '{"cyclic_periods": "window"}']) == 0
+    assert "analysis periods" not in capsys.readouterr().out
     for sid in grid.net.signal_ids:
         assert sid in out
     assert predict_main(["grid-2x2", "--model", "both", "--json", "--movements"]) == 0
