@@ -318,19 +318,25 @@ class ControllerAgent:
                        "HANDSHAKE_FAILED_NO_DETAIL"):
             self.connected = False
 
-    def on_readable(self, limit: int = 100, *, until_answer: bool = False) -> bool:
+    def on_readable(self, limit: int = 100, *, until_answer: bool = False, recv_first: bool = False) -> bool:
         """Handle up to ``limit`` waiting messages; True if more may be waiting.
 
         ``until_answer``: stop (returning False) after a message whose answer waits in the outbox; for a host that
         sends the outbox in the same loop iteration and then looks at the socket itself (:meth:`AgentHost._send_outs`),
         which makes this method's own look after that message redundant (each look at ``EVENTS`` also makes libzmq
-        call getpid() and poll())."""
+        call getpid() and poll()).
+
+        ``recv_first``: receive the first message without reading ``EVENTS`` before it, for a caller whose selector has
+        just reported the socket (then a message is nearly always there; a receive that finds none raises zmq.Again,
+        caught here, which costs two to three times an ``EVENTS`` read)."""
         sock = self.sock
         if sock is None:
             return False
+        look = not recv_first
         for _ in range(limit):
-            if not sock.get(EVENTS) & POLLIN:  # cheaper than a recv that raises Again
+            if look and not sock.get(EVENTS) & POLLIN:  # cheaper than a recv that raises Again
                 return False
+            look = True
             try:
                 frames = recv_frames(sock)
             except zmq.Again:

@@ -338,3 +338,43 @@ def test_until_answer_stops_after_a_message_with_an_answer_and_the_rest_waits(tm
         a.sock = None
         db.close()
     assert answers[True] == answers[False] == [(1, "accepted"), (2, "accepted")]
+
+
+def test_recv_first_receives_without_reading_events_first_and_an_empty_socket_is_no_error(tmp_path):
+    """ControllerAgent.on_readable(recv_first=True), as AgentHost calls it for sockets its selector (or a zmq_poll)
+    reported: the first message is received without an EVENTS read before it; a socket with nothing waiting (a stale
+    wake-up) makes the receive raise zmq.Again, which is caught (False, nothing handled). The ACKs are those of the
+    plain call."""
+    from controllers import wire
+    from controllers.agent import ControllerAgent
+    from controllers.state import StateDB
+    from controllers.wire import Activation, PlanMsg, PlanRef
+    from engine.plan import encode_plan
+    from tests.test_controllers_support import Harness as _H
+
+    class CountingSocket(_QueueSocket):
+        events_reads = 0
+
+        def get(self, option: int) -> int:
+            self.events_reads += 1
+            return super().get(option)
+
+    body = encode_plan(four_phase("c1", 22, 20))
+    frames = wire.encode(PlanMsg(msg_id="m1", controller_id="c1",
+                                 ref=PlanRef(epoch=5, seq=1, sha256=wire.plan_digest(body)),
+                                 activation=Activation(kind="asap"), lease_s=60.0, plan=body))
+    answers = {}
+    for recv_first in (True, False):
+        h = _H(tmp_path / str(recv_first), ("c1",))
+        db = StateDB(tmp_path / f"s-{recv_first}.sqlite")
+        a = ControllerAgent(h.agent_config("c1"), None, db=db)
+        a.defer_sends(lambda agent: None)
+        a.sock = CountingSocket([])
+        assert a.on_readable(until_answer=True, recv_first=recv_first) is False  # nothing waiting: no error
+        a.sock = sock = CountingSocket([frames])
+        assert a.on_readable(until_answer=True, recv_first=recv_first) is False
+        assert sock.events_reads == (0 if recv_first else 1) and not sock.frames
+        answers[recv_first] = [(m.ref.seq, m.status) for m, _ in a.take_outbox()]
+        a.sock = None
+        db.close()
+    assert answers[True] == answers[False] == [(1, "accepted")]
