@@ -390,13 +390,15 @@ class ControllerAgent:
         self._status()
 
     # ------------------------------------------------------------------ plans
-    def _validate(self, msg: PlanMsg) -> tuple[SignalPlan | None, list[str]]:
+    def _validate(self, msg: PlanMsg) -> tuple[SignalPlan | None, list[str], tuple[str, float] | None]:
+        """(the plan, its errors, where the signal clock stood in its validity period when it was checked: reused for
+        its activation, see :meth:`_activation`)."""
         if wire.plan_digest(msg.plan) != msg.ref.sha256:
-            return None, ["sha256 does not match the plan body"]
+            return None, ["sha256 does not match the plan body"], None
         try:
             plan = _plan_decoder.decode(msg.plan)  # as engine.plan.decode_plan, with a reused decoder
         except msgspec.MsgspecError as exc:
-            return None, [f"plan body is not a {self.cfg.signal_id} plan: {exc}"]
+            return None, [f"plan body is not a {self.cfg.signal_id} plan: {exc}"], None
         memo = self._valid_memo.get(msg.ref.sha256)
         errs = None if memo is None else list(memo)
         if errs is None:
@@ -412,16 +414,17 @@ class ControllerAgent:
                 self._valid_memo.clear()
             self._valid_memo[msg.ref.sha256] = tuple(errs)
         if errs:
-            return plan, errs
-        where, when = validity(plan, self.cfg.clock(), getattr(self.cfg.clock, "period_s", None))
-        if where == "ended":
+            return plan, errs, None
+        valid = validity(plan, self.cfg.clock(), getattr(self.cfg.clock, "period_s", None))
+        if valid[0] == "ended":
             return plan, [f"its validity period [{plan.valid_from_s:g}, {plan.valid_to_s:g}) s ended at signal time "
-                          f"{when:g} s"]
+                          f"{valid[1]:g} s"], valid
         if self.runner.reachable(plan) is None:
-            return plan, [f"no safe transition from the running plan ({self._key_name(self.runner.key)}) into it"]
+            return plan, [f"no safe transition from the running plan ({self._key_name(self.runner.key)}) into it"], \
+                valid
         if find_transition(plan, self.cfg.fallback, self.cfg.spec, cache=self.cache) is None:
-            return plan, ["no safe transition from it back to the fallback plan"]
-        return plan, []
+            return plan, ["no safe transition from it back to the fallback plan"], valid
+        return plan, [], valid
 
     @staticmethod
     def _key_name(key: Hashable) -> str:
@@ -451,7 +454,7 @@ class ControllerAgent:
             log.info("%s: PLAN %s is older than accepted %s: superseded", self.id, ref.short(), last.short())
             self._ack(msg, "superseded", f"newer plan {last.epoch}/{last.seq} already accepted")
             return
-        plan, errs = self._validate(msg)
+        plan, errs, valid = self._validate(msg)
         if errs:
             reason = "; ".join(errs)
             log.warning("%s: rejected PLAN %s: %s", self.id, ref.short(), reason)
@@ -474,12 +477,13 @@ class ControllerAgent:
         self._ack(msg, "accepted")
         if log.isEnabledFor(logging.DEBUG):  # (the arguments alone cost a few microseconds per plan)
             log.debug("%s: accepted PLAN %s (activation %s)", self.id, ref.short(), msg.activation.kind)
-        self._request(plan, ref, msg.activation)
+        self._request(plan, ref, msg.activation, valid)
         if LEASE_ALARM in self._alarms:
             self._alarm(LEASE_ALARM, False, f"central control restored by plan {ref.short()}")
             self._status()
 
-    def _request(self, plan: SignalPlan, ref: PlanRef, act: Activation) -> None:
+    def _request(self, plan: SignalPlan, ref: PlanRef, act: Activation,
+                 valid: tuple[str, float] | None = None) -> None:
         if self.runner.key == ref:
             return
         if isinstance(self.runner.key, PlanRef) and self.runner.plan == plan:
@@ -487,17 +491,19 @@ class ControllerAgent:
             self.runner.relabel(ref)
             self._applied(ref, self.runner.t_s)
             return
-        kind, at_s = self._activation(plan, act)
+        kind, at_s = self._activation(plan, act, valid)
         if kind != act.kind or at_s != act.at_s:
             log.info("%s: plan %s held until its validity period begins at signal time %g s", self.id, ref.short(),
                      at_s)
         self.runner.request(plan, key=ref, activation=kind, at_s=at_s)
 
-    def _activation(self, plan: SignalPlan, act: Activation) -> tuple[str, float]:
-        """The plan's activation, held to the start of its validity period if that is later."""
+    def _activation(self, plan: SignalPlan, act: Activation,
+                    valid: tuple[str, float] | None = None) -> tuple[str, float]:
+        """The plan's activation, held to the start of its validity period if that is later. ``valid``: the plan's
+        :func:`validity` as :meth:`_validate` just read it (else read now)."""
         if not self.cfg.hold_until_valid:
             return act.kind, act.at_s
-        where, start = validity(plan, self.cfg.clock(), getattr(self.cfg.clock, "period_s", None))
+        where, start = valid or validity(plan, self.cfg.clock(), getattr(self.cfg.clock, "period_s", None))
         start = float(math.ceil(start))  # the runner counts whole seconds
         if where != "not_yet" or (act.kind == "at" and act.at_s >= start):
             return act.kind, act.at_s
