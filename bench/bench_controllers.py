@@ -177,6 +177,23 @@ def _children_cpu_s(pids: list[int]) -> float | None:
     return total
 
 
+def _fsync_p50_ms(directory: Path, n: int = 40) -> float:
+    """Median time of ``os.fdatasync`` after a 4 kB write in ``directory``, ms (the disk's commit latency)."""
+    path = directory / "fsync-probe"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        times = []
+        for i in range(n):
+            os.pwrite(fd, b"\0" * 4096, (i % 8) * 4096)
+            t0 = time.perf_counter()
+            os.fdatasync(fd)
+            times.append(time.perf_counter() - t0)
+    finally:
+        os.close(fd)
+        path.unlink()
+    return round(1000 * float(np.median(times)), 2)
+
+
 def _pct(xs: list[float], q: float) -> float:
     return round(float(np.percentile(np.asarray(xs) * 1000.0, q)), 2) if xs else float("nan")
 
@@ -202,6 +219,9 @@ def run(smoke: bool = False, n: int | None = None, procs: int | None = None,
     workers, conns, stop = [], [], None
     t_start = time.perf_counter()
     try:
+        # reporting only: on this machine's disk an fdatasync took ~4 ms in some hours and ~0.1 ms in others, and every
+        # round trip holds two commits (the engine's before the PLAN, the agent's before the ACK)
+        fsync_before_ms = _fsync_p50_ms(tmp)
         keys_dir = tmp / "keys"
         create_keypair(keys_dir, ENGINE_ID)
         for cid in ids:
@@ -275,10 +295,18 @@ def run(smoke: bool = False, n: int | None = None, procs: int | None = None,
             return driver.acked - a0, time.perf_counter() - t_begin
 
         paced = {}
+        paced_cpu: dict[float, tuple[float | None, float | None, float | None]] = {}
         for rate in paced_rates:
+            e0, a0 = time.process_time(), _children_cpu_s([p.pid for p in workers])
             acked, wall = loop_for(phase_s, rate)
+            e1, a1 = time.process_time(), _children_cpu_s([p.pid for p in workers])
             paced[rate] = (acked / wall, driver.latencies, driver.issue_latencies)
             driver.latencies, driver.issue_latencies = [], []
+            # reporting only: what the phase cost (engine / agents ms per acknowledged plan, cores busy)
+            a_s = None if a0 is None or a1 is None else a1 - a0
+            paced_cpu[rate] = (round(1000 * (e1 - e0) / max(acked, 1), 3),
+                               None if a_s is None else round(1000 * a_s / max(acked, 1), 3),
+                               None if a_s is None else round((e1 - e0 + a_s) / wall, 2))
 
         # --- saturation phase: all controllers busy
         driver.closed_loop = True
@@ -346,6 +374,8 @@ def run(smoke: bool = False, n: int | None = None, procs: int | None = None,
             **{f"paced_{int(r)}_latency_p99_ms": _pct(v[1], 99) for r, v in paced.items()},
             **{f"paced_{int(r)}_latency_max_ms": _pct(v[1], 100) for r, v in paced.items()},
             **{f"paced_{int(r)}_publish_to_ack_p99_ms": _pct(v[2], 99) for r, v in paced.items()},
+            **{f"paced_{int(r)}_cpu_ms_per_plan_engine_agents_cores": list(v) for r, v in paced_cpu.items()},
+            "fsync_4k_p50_ms_before": fsync_before_ms,
             "saturation_acked_plans_s": round(sat_acked / sat_wall, 1),
             "saturation_latency_p50_ms": _pct(lat_sat, 50), "saturation_latency_p99_ms": _pct(lat_sat, 99),
             "engine_cpu_ms_per_plan_at_saturation": round(1000 * engine_cpu_sat / max(sat_acked, 1), 3),
@@ -403,6 +433,8 @@ def markdown(out: dict, command: str) -> str:
         k = f"paced_{int(r)}"
         lines.append(f"| {int(r)} | {out[k + '_acked_plans_s']} | {out[k + '_latency_p50_ms']} | "
                      f"{out[k + '_latency_p99_ms']} | {out[k + '_latency_max_ms']} |")
+    cpu_keys = [(r, f"paced_{int(r)}_cpu_ms_per_plan_engine_agents_cores") for r in rates]
+    paced_cpu = "; ".join(f"{int(r)}/s {' / '.join(str(x) for x in out[k])}" for r, k in cpu_keys if k in out)
     lines.append(f"| saturation ({out['controllers']} in flight) | **{out['saturation_acked_plans_s']}** | "
                  f"{out['saturation_latency_p50_ms']} | {out['saturation_latency_p99_ms']} | |")
     lines += ["", "CPU per acknowledged plan at saturation: engine process "
@@ -415,6 +447,8 @@ def markdown(out: dict, command: str) -> str:
               f"{out['plans_lost_unacked']}**, applied {out['plans_applied']}, **applied twice "
               f"{out['plans_applied_twice']}**, applied-ACKs twice {out['applied_acks_twice']}, controllers not "
               f"ending on their last plan {out['final_plan_not_applied']}, engine retries {out['engine_retries']}.",
+              f"Paced phases, CPU per acknowledged plan engine / agents ms and cores busy: {paced_cpu}. Disk: "
+              f"fdatasync of 4 kB before the run {out.get('fsync_4k_p50_ms_before')} ms (median).",
               f"Goals: {', '.join(f'{k} {v}' for k, v in out['goals'].items())}.", ""]
     return "\n".join(lines)
 
