@@ -424,6 +424,16 @@ def _coordination_groups(net, demand, chosen: list[int], opts: OptimiseOptions) 
     return sorted(comps.values(), key=lambda c: c[0])
 
 
+def optimiser_model_params():
+    """The model constants the optimiser uses unless given others (--params / --calibration): those its proof table
+    (bench/results/optimiser.md) was made with. The models' defaults moved on in session 8 (HCM analysis periods,
+    giving-way constants chosen on calibration plans: models.evaluate.ModelParams); the optimiser follows once its
+    table has been made again with them."""
+    from models.evaluate import ModelParams
+
+    return ModelParams(cyclic_periods="window", yield_gap_s=2.5, yield_sneakers=1.0)
+
+
 def build_instance(net, demand, options: OptimiseOptions, scenario: str = "", ctx=None,
                    net_file=None, phase_skip: bool = False, model_params=None, structures=None) -> Instance:
     """The instance of (net, demand, options); raises GronvagError when the request cannot be met.
@@ -443,7 +453,7 @@ def build_instance(net, demand, options: OptimiseOptions, scenario: str = "", ct
 
     from engine.optimise.evaluation import signal_weights
     from engine.optimise.explain import group_cycle_range, signal_cycle_range
-    from models.evaluate import ModelParams, prepare
+    from models.evaluate import prepare
 
     options.check()
     if net_file is not None and options.shared_lanes_by_demand and ctx is None:
@@ -454,7 +464,7 @@ def build_instance(net, demand, options: OptimiseOptions, scenario: str = "", ct
             model_params = replace(model_params, lane_split="compiled")
     # the optimiser's batch scoring is the window-mean steady state; its network objective (evaluate_cyclic) too, so
     # that the candidates it compares are scored by the model that made them
-    model_params = replace(model_params or ModelParams(), cyclic_periods="window")
+    model_params = replace(model_params or optimiser_model_params(), cyclic_periods="window")
     ctx = ctx or prepare(net, demand, model_params)
     if options.signals:
         unknown = [s for s in options.signals if s not in net.signal_index]

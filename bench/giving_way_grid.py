@@ -1,0 +1,83 @@
+"""Giving-way constants chosen on calibration plans: the models' rank correlation with SUMO over a grid of
+(t0, sneakers).
+
+    python -m bench.giving_way_grid stockholm-corridor --gaps 1.5,2,2.5,3,3.5 --sneakers 0.5,1,2
+
+The plans are the calibration set `gronvag calibrate` measures (24 random plans drawn with seed 1000, SUMO seeds
+101-103; ``--sumo-cache DIR`` reuses runs). For every pair the model's network delay is set against SUMO's mean time
+loss and the Spearman rank correlation printed; the pair with the highest is the one to choose. ``--judged`` also
+prints the fidelity benchmark's judged plan samples (plan seeds 0 and 7, SUMO seeds 1-3) beside, for the record:
+they are not for choosing. This is how models.evaluate.ModelParams' defaults (3.0 s, 0.5) were chosen
+(bench/results/models_fidelity.md, session 8 notes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, not {text!r}") from None
+
+
+def plan_sample(comp, n: int, plan_seed: int, seeds, cache, workers: int):
+    """(plan sets, SUMO's mean time loss per plan set averaged over ``seeds``)."""
+    from sim import calibrate as cal
+
+    plans = cal.random_plansets(comp.net, n, np.random.default_rng(plan_seed),
+                                flow_ratio=cal.phase_flow_ratios(comp.net, comp.demand))
+    runs = cal.measure(comp, plans, list(seeds), workers, cache=cache)
+    return plans, np.array([[r["mean_time_loss_s"] for r in row] for row in runs]).mean(1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from models.evaluate import MODELS, ModelParams
+    from sim import calibrate as cal
+    from sim.scenario import compile_scenario
+
+    ap = argparse.ArgumentParser(prog="python -m bench.giving_way_grid", description=__doc__.split("\n\n")[0])
+    ap.add_argument("scenario")
+    ap.add_argument("--gaps", type=_floats, default=[2.0, 2.5, 3.0, 3.5], help="t0 values, s")
+    ap.add_argument("--sneakers", type=_floats, default=[0.0, 0.5, 1.0], help="vehicles per lane and green")
+    ap.add_argument("--model", choices=sorted(MODELS), default="cyclic")
+    ap.add_argument("--plans", type=int, default=24)
+    ap.add_argument("--judged", action="store_true", help="also print the judged plan samples (plan seeds 0, 7)")
+    ap.add_argument("--end", type=float, help="window end, s (default: the configuration's)")
+    ap.add_argument("--sumo-cache", type=Path)
+    ap.add_argument("--jobs", type=int, default=2)
+    args = ap.parse_args(argv)
+    if any(g < 0 for g in args.gaps) or any(s < 0 for s in args.sneakers):
+        ap.error("t0 and sneakers must be >= 0")
+    comp, base = cal.shared_lanes_by_demand(compile_scenario(args.scenario, end_s=args.end), ModelParams())
+    samples = {"calibration": plan_sample(comp, args.plans, 1000, (101, 102, 103), args.sumo_cache, args.jobs)}
+    if args.judged:
+        for pseed in (0, 7):
+            samples[f"judged seed {pseed}"] = plan_sample(comp, 50, pseed, (1, 2, 3), args.sumo_cache, args.jobs)
+    print(f"{comp.scenario.name}: {args.model} model, Spearman against SUMO's mean time loss ("
+          + ", ".join(f"{k}: {len(v[0])} plans" for k, v in samples.items()) + ")")
+    best = None
+    for gap, sneakers in itertools.product(args.gaps, args.sneakers):
+        params = replace(base, yield_gap_s=gap, yield_sneakers=sneakers)
+        cells = []
+        for name, (plans, sumo) in samples.items():
+            model = np.array([MODELS[args.model](comp.net, comp.demand, p, params).network_delay_s for p in plans])
+            rho = cal.fit_stats(model, sumo)["spearman"]
+            cells.append(f"{name} {rho:.3f}")
+            if name == "calibration" and (best is None or rho > best[0]):
+                best = (rho, gap, sneakers)
+        print(f"t0 {gap:4.2f} s, sneakers {sneakers:4.2f}: " + " | ".join(cells), flush=True)
+    print(f"best on the calibration plans: t0 {best[1]:g} s, {best[2]:g} sneakers (Spearman {best[0]:.3f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""bench.giving_way_grid: the models' rank over (t0, sneakers) pairs on the calibration plans."""
+
+import re
+
+import pytest
+
+from bench.giving_way_grid import main
+
+
+def test_the_grid_prints_every_pair_and_the_best_on_the_calibration_plans(capsys, tmp_path):
+    assert main(["grid-2x2", "--end", "300", "--plans", "3", "--gaps", "0,3", "--sneakers", "0.5", "--jobs", "1",
+                 "--sumo-cache", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    rows = re.findall(r"t0 (\d\.\d\d) s, sneakers 0\.50: calibration (-?\d\.\d{3}|nan)", out)
+    assert [r[0] for r in rows] == ["0.00", "3.00"]
+    best = re.search(r"best on the calibration plans: t0 (\S+) s", out)
+    top = max(rows, key=lambda r: float(r[1]))
+    assert best and float(best.group(1)) == float(top[0])
+    assert len(list(tmp_path.glob("*.json"))) == 3 * 3  # three plans x three SUMO seeds, kept for a rerun
+
+
+def test_negative_constants_are_a_usage_error():
+    with pytest.raises(SystemExit):
+        main(["grid-2x2", "--gaps=-1"])
