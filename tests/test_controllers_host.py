@@ -302,30 +302,40 @@ class _QueueSocket:
         return self.frames.pop(0)
 
 
+def _plan_frames(seq: int, g1: int) -> list[bytes]:
+    """The frames of a PLAN for controller c1 (epoch 5, sequence ``seq``, first green ``g1`` s, applied at once)."""
+    from controllers import wire
+    from controllers.wire import Activation, PlanMsg, PlanRef
+    from engine.plan import encode_plan
+
+    body = encode_plan(four_phase("c1", g1, 20))
+    return wire.encode(PlanMsg(msg_id=f"m{seq}", controller_id="c1",
+                               ref=PlanRef(epoch=5, seq=seq, sha256=wire.plan_digest(body)),
+                               activation=Activation(kind="asap"), lease_s=60.0, plan=body))
+
+
+def _deferred_agent(tmp_path, tag: str):
+    """(agent, its state DB): controller c1 with a state DB of its own and its sends deferred (take_outbox reads
+    them)."""
+    from controllers.agent import ControllerAgent
+    from controllers.state import StateDB
+    from tests.test_controllers_support import Harness
+
+    h = Harness(tmp_path / tag, ("c1",))
+    db = StateDB(tmp_path / f"s-{tag}.sqlite")
+    agent = ControllerAgent(h.agent_config("c1"), None, db=db)
+    agent.defer_sends(lambda a: None)
+    return agent, db
+
+
 def test_until_answer_stops_after_a_message_with_an_answer_and_the_rest_waits(tmp_path):
     """ControllerAgent.on_readable(until_answer=True), as AgentHost calls it when it sends the answers and looks at the
     socket in the same iteration: one PLAN handled, its ACK in the outbox, the next message left for the next look;
     without it both are handled. Either way the same ACKs come out."""
-    from controllers import wire
-    from controllers.agent import ControllerAgent
-    from controllers.state import StateDB
-    from controllers.wire import Activation, PlanMsg, PlanRef
-    from engine.plan import encode_plan
-    from tests.test_controllers_support import Harness as _H
-
-    def plan_msg(seq: int, g1: int) -> list[bytes]:
-        body = encode_plan(four_phase("c1", g1, 20))
-        return wire.encode(PlanMsg(msg_id=f"m{seq}", controller_id="c1",
-                                   ref=PlanRef(epoch=5, seq=seq, sha256=wire.plan_digest(body)),
-                                   activation=Activation(kind="asap"), lease_s=60.0, plan=body))
-
     answers = {}
     for until_answer in (True, False):
-        h = _H(tmp_path / str(until_answer), ("c1",))
-        db = StateDB(tmp_path / f"s-{until_answer}.sqlite")
-        a = ControllerAgent(h.agent_config("c1"), None, db=db)
-        a.defer_sends(lambda agent: None)
-        a.sock = _QueueSocket([plan_msg(1, 22), plan_msg(2, 24)])
+        a, db = _deferred_agent(tmp_path, str(until_answer))
+        a.sock = _QueueSocket([_plan_frames(1, 22), _plan_frames(2, 24)])
         acks = []
         while True:
             more = a.on_readable(until_answer=until_answer)
@@ -345,12 +355,6 @@ def test_recv_first_receives_without_reading_events_first_and_an_empty_socket_is
     reported: the first message is received without an EVENTS read before it; a socket with nothing waiting (a stale
     wake-up) makes the receive raise zmq.Again, which is caught (False, nothing handled). The ACKs are those of the
     plain call."""
-    from controllers import wire
-    from controllers.agent import ControllerAgent
-    from controllers.state import StateDB
-    from controllers.wire import Activation, PlanMsg, PlanRef
-    from engine.plan import encode_plan
-    from tests.test_controllers_support import Harness as _H
 
     class CountingSocket(_QueueSocket):
         events_reads = 0
@@ -359,19 +363,12 @@ def test_recv_first_receives_without_reading_events_first_and_an_empty_socket_is
             self.events_reads += 1
             return super().get(option)
 
-    body = encode_plan(four_phase("c1", 22, 20))
-    frames = wire.encode(PlanMsg(msg_id="m1", controller_id="c1",
-                                 ref=PlanRef(epoch=5, seq=1, sha256=wire.plan_digest(body)),
-                                 activation=Activation(kind="asap"), lease_s=60.0, plan=body))
     answers = {}
     for recv_first in (True, False):
-        h = _H(tmp_path / str(recv_first), ("c1",))
-        db = StateDB(tmp_path / f"s-{recv_first}.sqlite")
-        a = ControllerAgent(h.agent_config("c1"), None, db=db)
-        a.defer_sends(lambda agent: None)
+        a, db = _deferred_agent(tmp_path, str(recv_first))
         a.sock = CountingSocket([])
         assert a.on_readable(until_answer=True, recv_first=recv_first) is False  # nothing waiting: no error
-        a.sock = sock = CountingSocket([frames])
+        a.sock = sock = CountingSocket([_plan_frames(1, 22)])
         assert a.on_readable(until_answer=True, recv_first=recv_first) is False
         assert sock.events_reads == (0 if recv_first else 1) and not sock.frames
         answers[recv_first] = [(m.ref.seq, m.status) for m, _ in a.take_outbox()]
