@@ -20,7 +20,7 @@ import math
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -508,68 +508,82 @@ def score_cyclic(ctx: Context, plans: cyclic.CyclicPlans, per_movement: bool = F
     return ctx.cyclic_evaluator(plans, per_movement=per_movement)
 
 
+class _Period(NamedTuple):
+    """One analysis period of :func:`evaluate_cyclic`: the kernel's per-movement outputs and what the period adds."""
+
+    mov: cyclic.CyclicMovementOut  # the kernel's per-movement outputs (row 0)
+    hours: float  # its length, h
+    d3: np.ndarray  # (M,) initial-queue delay, s/veh
+    delay: np.ndarray  # (M,) delay per vehicle: uniform + overflow + d3 + the stop penalty, s
+    stop_penalty: np.ndarray  # (M,) s/veh
+    vehicles: float  # vehicles entering in the period
+    outside_veh_s: np.ndarray  # (A,) overflow delay spent outside full entry approaches
+    held_veh: float  # vehicles still outside at its end
+    sweeps: int
+
+
 def evaluate_cyclic(net: Network, demand: Demand, plans: Any = None, params: ModelParams | None = None) -> Evaluation:
     """The cyclic flow profile model's KPIs of one plan: the steady state of the window-mean demand, or with
     ``params.cyclic_periods == "bins"`` HCM's multi-period analysis over the demand bins (see ModelParams)."""
     params = params or ModelParams()
     if params.cyclic_periods not in ("window", "bins"):
         raise ValueError(f"cyclic_periods must be 'window' or 'bins', not {params.cyclic_periods!r}")
-    periods = _BINS.get(demand) if params.cyclic_periods == "bins" and demand.n_bins > 1 else None
-    if params.cyclic_periods == "bins" and demand.n_bins > 1 and periods is None:
-        periods = _BINS[demand] = [demand.bins(i, i + 1) for i in range(demand.n_bins)
-                                   if demand.bin_edges_s[i] < demand.end_s]
-    parts = []
-    q0 = np.zeros(net.n_movements)
-    # HCM's periods count each overflow until it has cleared (d2), and the queue carried over as d3
-    kernel_params = replace(params, overflow_in_window=False) if periods else params
-    for dem in periods or [demand]:
+    demands = [demand]
+    kernel_params = params
+    if params.cyclic_periods == "bins" and demand.n_bins > 1:
+        if demand not in _BINS:
+            _BINS[demand] = [demand.bins(i, i + 1) for i in range(demand.n_bins)
+                             if demand.bin_edges_s[i] < demand.end_s]
+        demands = _BINS[demand]
+        # HCM's periods count each overflow until it has cleared (d2), and the queue carried over as d3
+        kernel_params = replace(params, overflow_in_window=False)
+    parts: list[_Period] = []
+    q0 = np.zeros(net.n_movements)  # overflow queues carried into the period, veh
+    for dem in demands:
         ctx = prepare(net, dem, kernel_params)
         cp, scaled = plan_arrays(ctx, [plans])
         tot, mov = score_cyclic(ctx, cp, per_movement=True)
-        t_h = ctx.window_s / 3600.0
+        hours = ctx.window_s / 3600.0
         flow, cap = mov.flow_veh_h[0], mov.capacity_veh_h[0]
-        d3 = initial_queue_delay(q0, flow, cap, t_h)
+        d3 = initial_queue_delay(q0, flow, cap, hours)
         over = mov.overflow_delay_s[0] + d3
         stop_pen = mov.stops_per_veh[0] * ctx.stop_penalty_s
-        veh = ctx.entry_veh_h.sum() * t_h
-        off_veh_s, held = _cyclic_held_outside(ctx, flow, cap, mov.uniform_delay_s[0], over, q0)
-        parts.append((ctx, cp, scaled, tot, mov, t_h, d3, mov.uniform_delay_s[0] + over + stop_pen, stop_pen, veh,
-                      off_veh_s, held))
-        q0 = np.maximum(q0 + (flow - cap) * t_h, 0.0)
-    ctx, cp = parts[0][0], parts[0][1]
-    window_h = sum(p[5] for p in parts)
-    vehicles = sum(p[9] for p in parts)
-    w = np.array([p[5] for p in parts])[:, None] * np.array([p[4].flow_veh_h[0] for p in parts])  # veh per period
-    wsum = np.maximum(w.sum(0), 1e-12)
+        outside, held = _cyclic_held_outside(ctx, flow, cap, mov.uniform_delay_s[0], over, q0)
+        parts.append(_Period(mov, hours, d3, mov.uniform_delay_s[0] + over + stop_pen, stop_pen,
+                             ctx.entry_veh_h.sum() * hours, outside, held, int(tot.sweeps[0])))
+        q0 = np.maximum(q0 + (flow - cap) * hours, 0.0)
+    window_h = sum(p.hours for p in parts)
+    vehicles = sum(p.vehicles for p in parts)
+    hours = np.array([p.hours for p in parts])
+    w = hours[:, None] * np.array([p.mov.flow_veh_h[0] for p in parts])  # vehicles per movement and period
+    wsum = w.sum(0)
 
     def mean_of(rows):  # per-vehicle figure over the periods, each period weighted by its vehicles
-        return np.where(w.sum(0) > 0, (w * np.array(rows)).sum(0) / wsum, np.array(rows).mean(0))
+        rows = np.array(rows)
+        return np.where(wsum > 0, (w * rows).sum(0) / np.maximum(wsum, 1e-12), rows.mean(0))
 
-    flow = w.sum(0) / window_h
-    cap = np.array([p[4].capacity_veh_h[0] for p in parts]).T @ np.array([p[5] for p in parts]) / window_h
-    dos = np.max([p[4].dos[0] for p in parts], axis=0)
-    d = mean_of([p[7] for p in parts])
-    stops = mean_of([p[4].stops_per_veh[0] for p in parts])
-    maxq = np.max([p[4].max_queue_veh[0] for p in parts], axis=0)
-    extra = {"window_h": window_h, "period_s": int(cp.period_s[0]), "sweeps": int(max(p[3].sweeps[0] for p in parts)),
+    flow = wsum / window_h
+    cap = np.array([p.mov.capacity_veh_h[0] for p in parts]).T @ hours / window_h
+    dos = np.max([p.mov.dos[0] for p in parts], axis=0)
+    maxq = np.max([p.mov.max_queue_veh[0] for p in parts], axis=0)
+    extra = {"window_h": window_h, "period_s": int(cp.period_s[0]), "sweeps": max(p.sweeps for p in parts),
              "base_loss_veh_h": params.base_loss_s * vehicles / 3600.0,
-             "mov_stop_penalty_s": mean_of([p[8] for p in parts]),
-             "converged": all(bool(p[3].sweeps[0] <= params.max_sweeps) for p in parts),
-             "stretched_cycles": bool(parts[0][2][0]),
-             "mov_uniform_delay_s": mean_of([p[4].uniform_delay_s[0] for p in parts]),
-             "mov_overflow_delay_s": mean_of([p[4].overflow_delay_s[0] + p[6] for p in parts]),
-             "mov_overflow_queue_veh": parts[-1][4].overflow_queue_veh[0], "analysis_periods": len(parts)}
+             "mov_stop_penalty_s": mean_of([p.stop_penalty for p in parts]),
+             "converged": all(p.sweeps <= params.max_sweeps for p in parts), "stretched_cycles": bool(scaled[0]),
+             "mov_uniform_delay_s": mean_of([p.mov.uniform_delay_s[0] for p in parts]),
+             "mov_overflow_delay_s": mean_of([p.mov.overflow_delay_s[0] + p.d3 for p in parts]),
+             "mov_overflow_queue_veh": parts[-1].mov.overflow_queue_veh[0], "analysis_periods": len(parts)}
     if len(parts) > 1:
-        extra["mov_initial_queue_delay_s"] = mean_of([p[6] for p in parts])
-    ev = _aggregate(net, "cyclic", flow, cap, dos, d, stops, maxq, vehicles, extra)
-    off_appr = sum(p[10] for p in parts)
-    off_veh_s = float(off_appr.sum())
-    held_veh = parts[-1][11]
-    extra["held_outside_delay_veh_h"] = off_veh_s / 3600.0
-    extra["signal_held_outside_delay_veh_h"] = np.bincount(net.appr_signal, off_appr, net.n_signals) / 3600.0
+        extra["mov_initial_queue_delay_s"] = mean_of([p.d3 for p in parts])
+    ev = _aggregate(net, "cyclic", flow, cap, dos, mean_of([p.delay for p in parts]),
+                    mean_of([p.mov.stops_per_veh[0] for p in parts]), maxq, vehicles, extra)
+    outside = sum(p.outside_veh_s for p in parts)
+    held_veh = parts[-1].held_veh
+    extra["held_outside_delay_veh_h"] = float(outside.sum()) / 3600.0
+    extra["signal_held_outside_delay_veh_h"] = np.bincount(net.appr_signal, outside, net.n_signals) / 3600.0
     extra["held_outside_veh"] = held_veh
     entered = vehicles - held_veh
-    inside = ev.total_delay_veh_h - extra["base_loss_veh_h"] - off_veh_s / 3600.0
+    inside = ev.total_delay_veh_h - extra["base_loss_veh_h"] - extra["held_outside_delay_veh_h"]
     net_delay = inside * 3600.0 / entered + params.base_loss_s if entered > 0 else 0.0
     return replace(ev, network_delay_s=float(net_delay))
 
