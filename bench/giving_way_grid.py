@@ -29,16 +29,6 @@ def _floats(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected numbers separated by commas, not {text!r}") from None
 
 
-def plan_sample(comp, n: int, plan_seed: int, seeds, cache, workers: int):
-    """(plan sets, SUMO's mean time loss per plan set averaged over ``seeds``)."""
-    from sim import calibrate as cal
-
-    plans = cal.random_plansets(comp.net, n, np.random.default_rng(plan_seed),
-                                flow_ratio=cal.phase_flow_ratios(comp.net, comp.demand))
-    runs = cal.measure(comp, plans, list(seeds), workers, cache=cache)
-    return plans, np.array([[r["mean_time_loss_s"] for r in row] for row in runs]).mean(1)
-
-
 def main(argv: list[str] | None = None) -> int:
     from models.evaluate import MODELS, ModelParams
     from sim import calibrate as cal
@@ -58,10 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     if any(g < 0 for g in args.gaps) or any(s < 0 for s in args.sneakers):
         ap.error("t0 and sneakers must be >= 0")
     comp, base = cal.shared_lanes_by_demand(compile_scenario(args.scenario, end_s=args.end), ModelParams())
-    samples = {"calibration": plan_sample(comp, args.plans, 1000, (101, 102, 103), args.sumo_cache, args.jobs)}
+    # (plan sets, SUMO's mean time loss of each): the calibration set, and the same draw for the judged samples
+    samples = {"calibration": cal.calibration_set(comp, args.plans, workers=args.jobs, cache=args.sumo_cache)[:2]}
     if args.judged:
         for pseed in (0, 7):
-            samples[f"judged seed {pseed}"] = plan_sample(comp, 50, pseed, (1, 2, 3), args.sumo_cache, args.jobs)
+            samples[f"judged seed {pseed}"] = cal.calibration_set(comp, 50, (1, 2, 3), pseed, args.jobs,
+                                                                  cache=args.sumo_cache)[:2]
     print(f"{comp.scenario.name}: {args.model} model, Spearman against SUMO's mean time loss ("
           + ", ".join(f"{k}: {len(v[0])} plans" for k, v in samples.items()) + ")")
     best = None

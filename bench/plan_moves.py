@@ -76,6 +76,7 @@ def _spread_within(sig, d, delta: int):
 
 def apply_moves(inst, sol, moves):
     """The solution with the moves applied (a new Solution; validity is the caller's check)."""
+    from engine.optimise.simpolish import with_durations
     from engine.optimise.solution import Solution
 
     index = {s.signal_id: i for i, s in enumerate(inst.signals)}
@@ -91,9 +92,7 @@ def apply_moves(inst, sol, moves):
                 d = _spread_within(inst.signals[i], np.array(t.durations_s, np.int64), mv[2])
                 if d is None:
                     raise ValueError(f"{sid}: the cycle cannot change by {mv[2]:+d} s (no slack left)")
-                c = int(d.sum())
-                timings[i] = replace(t, cycle_s=c, durations_s=tuple(int(v) for v in d),
-                                     offset_s=int(round(t.offset_s * c / t.cycle_s)) % c)
+                timings[i] = with_durations(t, d)
                 continue
             _, _, p, q, s = mv
             d = np.array(t.durations_s, np.int64)

@@ -75,6 +75,13 @@ def _spread(d: np.ndarray, lo: np.ndarray, adj: np.ndarray, delta: int) -> np.nd
     return d if np.all(d[idx] >= lo[idx]) else None
 
 
+def with_durations(t, d: np.ndarray):
+    """Timing ``t`` with phase durations ``d``: its cycle their sum, its offset scaled with the cycle."""
+    c = int(d.sum())
+    return replace(t, cycle_s=c, durations_s=tuple(int(v) for v in d),
+                   offset_s=int(round(t.offset_s * c / t.cycle_s)) % c)
+
+
 def paired_difference(cand, ref) -> tuple[float, float]:
     """Mean of the per-seed differences ``cand - ref`` (same seeds, same order) and the standard error of that mean
     (NaN with one seed)."""
@@ -152,9 +159,7 @@ class _Proposer:
                     if d is None:
                         ok = False
                         break
-                    c = int(d.sum())
-                    timings[i] = replace(t, cycle_s=c, durations_s=tuple(int(v) for v in d),
-                                         offset_s=int(round(t.offset_s * c / t.cycle_s)) % c)
+                    timings[i] = with_durations(t, d)
                 if not ok:
                     continue
                 what = f"group of {inst.signals[g.members[0]].signal_id}: cycle {delta:+d} s"
