@@ -531,12 +531,8 @@ def evaluate_cyclic(net: Network, demand: Demand, plans: Any = None, params: Mod
     demands = [demand]
     kernel_params = params
     if params.cyclic_periods == "bins" and demand.n_bins > 1:
-        if demand not in _BINS:
-            _BINS[demand] = [demand.bins(i, i + 1) for i in range(demand.n_bins)
-                             if demand.bin_edges_s[i] < demand.end_s]
-        demands = _BINS[demand]
-        # HCM's periods count each overflow until it has cleared (d2), and the queue carried over as d3
-        kernel_params = replace(params, overflow_in_window=False)
+        demands = analysis_periods(demand)
+        kernel_params = period_params(params)
     parts: list[_Period] = []
     q0 = np.zeros(net.n_movements)  # overflow queues carried into the period, veh
     for dem in demands:
@@ -589,6 +585,20 @@ def evaluate_cyclic(net: Network, demand: Demand, plans: Any = None, params: Mod
 
 
 _BINS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # demand -> its bins as demands of their own
+
+
+def analysis_periods(demand: Demand) -> list[Demand]:
+    """The analysis periods of ``demand`` under ``cyclic_periods == "bins"``: each demand bin that starts inside
+    the window as a demand of its own (cached per demand, so contexts prepared on them are reused)."""
+    if demand not in _BINS:
+        _BINS[demand] = [demand.bins(i, i + 1) for i in range(demand.n_bins) if demand.bin_edges_s[i] < demand.end_s]
+    return _BINS[demand]
+
+
+def period_params(params: ModelParams) -> ModelParams:
+    """The kernel's constants for one analysis period: its own steady state, each overflow counted until it has
+    cleared (HCM's d2; the queue carried into the next period is its d3)."""
+    return replace(params, cyclic_periods="window", overflow_in_window=False)
 
 
 def initial_queue_delay(q0, flow_h, cap_h, t_h: float) -> np.ndarray:

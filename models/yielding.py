@@ -125,6 +125,34 @@ def factor_now(net, m, rate):
     return f
 
 
+def restrict(y: Yielding, movs: np.ndarray) -> Yielding:
+    """The giving way among the movements ``movs`` alone, renumbered in their order (a part of the network cut out
+    as a network of its own, e.g. one coordination group of the optimiser). Every movement a kept lane group gives
+    way to must be among ``movs``: giving way happens within a junction, so whole signals always are."""
+    movs = np.asarray(movs, np.int64)
+    n = y.mg_ptr.shape[0] - 1
+    local = np.full(n, -1, np.int64)
+    local[movs] = np.arange(movs.size)
+    used = sorted({int(g) for m in movs.tolist() for g in y.mg_group[y.mg_ptr[m]:y.mg_ptr[m + 1]]})
+    g_local = {g: i for i, g in enumerate(used)}
+    opp_ptr, opp_mov = [0], []
+    for g in used:
+        opp = local[y.opp_mov[y.opp_ptr[g]:y.opp_ptr[g + 1]]]
+        if np.any(opp < 0):
+            raise ValueError("restrict: a lane group gives way to a movement outside the part")
+        opp_mov += opp.tolist()
+        opp_ptr.append(len(opp_mov))
+    mg_ptr, mg_group, mg_weight = [0], [], []
+    for m in movs.tolist():
+        lo, hi = int(y.mg_ptr[m]), int(y.mg_ptr[m + 1])
+        mg_group += [g_local[int(g)] for g in y.mg_group[lo:hi]]
+        mg_weight += [float(w) for w in y.mg_weight[lo:hi]]
+        mg_ptr.append(len(mg_group))
+    return Yielding(float(y.gap_s), np.array(opp_ptr, np.int64), np.array(opp_mov, np.int64),
+                    np.asarray(y.mix, np.float64)[used], np.array(mg_ptr, np.int64), np.array(mg_group, np.int64),
+                    np.array(mg_weight, np.float64), np.asarray(y.sneak_veh, np.float64)[movs])
+
+
 def yield_edges(y: Yielding) -> tuple[np.ndarray, np.ndarray]:
     """(source, destination) int64 arrays: opposing movement -> every movement whose capacity it sets."""
     src, dst = [], []

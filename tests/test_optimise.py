@@ -230,19 +230,18 @@ def test_write_outputs_all_or_nothing(tmp_path):
     assert (tmp_path / "other" / "x").read_text() == "keep"
 
 
-def test_the_optimiser_scores_with_the_model_its_proof_was_made_with(corridor):
-    """The models' defaults moved on (analysis periods, giving-way constants); the optimiser keeps the constants of
-    its proof table unless given others, and always the window mean (its batch kernel has no periods)."""
+def test_the_optimiser_scores_with_the_models_defaults_or_the_users_constants(corridor):
+    """The optimiser's model is the models' default (analysis periods, giving-way constants), as predict's; a user's
+    constants are used as given."""
     from dataclasses import replace
 
     from engine.optimise.instance import optimiser_model_params
     from models.evaluate import ModelParams
 
     inst = build_instance(corridor.net, corridor.demand, OptimiseOptions(**FAST), scenario="stockholm-corridor")
-    assert inst.ctx.params == optimiser_model_params() != ModelParams()
-    assert (inst.ctx.params.cyclic_periods, inst.ctx.params.yield_gap_s, inst.ctx.params.yield_sneakers) == (
-        "window", 2.5, 1.0)
-    mine = replace(ModelParams(), sat_flow_scale=0.9)
+    assert inst.ctx.params == optimiser_model_params() == ModelParams()
+    assert inst.ctx.params.cyclic_periods == "bins"
+    mine = replace(ModelParams(), sat_flow_scale=0.9, cyclic_periods="window")
     inst2 = build_instance(corridor.net, corridor.demand, OptimiseOptions(**FAST), scenario="stockholm-corridor",
                            model_params=mine)
-    assert inst2.ctx.params == replace(mine, cyclic_periods="window")
+    assert inst2.ctx.params == mine

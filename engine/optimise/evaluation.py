@@ -36,6 +36,7 @@ import numpy as np
 
 from models import cyclic
 from models.plans import Template
+from models.yielding import restrict as restrict_yielding
 
 DEFAULT_PED_FLOW_H = 100.0  # pedestrians/h per crossing when --ped-weight is on and --ped-flow is not given
 
@@ -194,6 +195,14 @@ def outside_departures_veh_h(ctx) -> np.ndarray:
     return np.minimum(ev.mov_flow_veh_h, ev.mov_capacity_veh_h)
 
 
+def _outside_cached(ctx) -> np.ndarray:
+    """:func:`outside_departures_veh_h` of a context, computed once per context (every group of an analysis period
+    shares it)."""
+    if "_outside_dep" not in ctx._templates:
+        ctx._templates["_outside_dep"] = outside_departures_veh_h(ctx)
+    return ctx._templates["_outside_dep"]
+
+
 class GroupEvaluator:
     """The cyclic model of one group. ``signals``: the SignalInstance objects of the group, in group order."""
 
@@ -223,9 +232,17 @@ class GroupEvaluator:
                     entry[i] += float(cn.in_share[f]) * outside_dep_veh_h[u] / 3600.0
             in_ptr.append(len(src))
         order = np.array([local[m] for m in np.asarray(cn.order).tolist() if local[m] >= 0], np.int64)
+        # the network's stop penalty, giving way and lane groups, cut to the group (they stay within a junction)
+        pen = None if cn.stop_penalty_s is None else np.asarray(cn.stop_penalty_s, np.float64)[movs]
+        self.stop_pen = np.zeros(movs.size) if pen is None else pen
+        yielding = None if cn.yielding is None else restrict_yielding(cn.yielding, movs)
+        lane_group = None
+        if cn.lane_group is not None:
+            lane_group = np.unique(np.asarray(cn.lane_group)[movs], return_inverse=True)[1].astype(np.int64)
         self.net = cyclic.CyclicNet(
             np.asarray(cn.sat_veh_s, np.float64)[movs], entry, np.array(in_ptr, np.int64), np.array(src, np.int64),
-            np.array(share, np.float64), np.array(shift, np.int64), np.array(keep, np.float64), order)
+            np.array(share, np.float64), np.array(shift, np.int64), np.array(keep, np.float64), order, pen, yielding,
+            lane_group)
         self.template = _sub_template(template if template is not None else ctx.template(),
                                       [s.index for s in self.signals], local, movs.size)
         self.phase_ptr = self.template.phase_ptr
@@ -243,6 +260,17 @@ class GroupEvaluator:
         self.ped_on = any(w.ped_on for _, w in self.ped)
         first = np.searchsorted(self.mov_sig, np.arange(len(self.signals)))
         self.first_mov = np.where(first < self.mov_sig.size, first, -1)
+        # HCM's analysis periods (ModelParams.cyclic_periods "bins"): the group once per demand bin, as its own
+        # steady state; see _kernel
+        self.periods: list[tuple[GroupEvaluator, float]] = []
+        if ctx.params.cyclic_periods == "bins" and ctx.demand.n_bins > 1:
+            from models.evaluate import analysis_periods, period_params, prepare
+
+            tpl = template if template is not None else ctx.template()
+            for dem in analysis_periods(ctx.demand):
+                bctx = prepare(ctx.net, dem, period_params(ctx.params))
+                self.periods.append((GroupEvaluator(bctx, signals, stop_cost_s, _outside_cached(bctx), tpl),
+                                     bctx.window_s / 3600.0))
 
     @property
     def n_signals(self) -> int:
@@ -281,23 +309,62 @@ class GroupEvaluator:
                 cost[:, k] = w.ped_weight * delay[:, k]
         return cost, delay
 
+    def _kernel(self, plans: cyclic.CyclicPlans, need_mov: bool):
+        """The cyclic model on K candidates: delay (veh-s/h, stop penalty included), stops/h and the largest X, each
+        float64 (K,), and per movement (flow veh/h, delay s/veh with its stop penalty, stops/veh, X), each float64
+        (K, M), or None.
+
+        With analysis periods, each demand bin is evaluated as its own steady state with its overflow delay d2; the
+        overflow queue left at a bin's end enters the next as HCM's initial queue with its delay d3 (as
+        models.evaluate.evaluate_cyclic does for one plan). The figures are the hours-weighted means over the
+        periods (per movement: per vehicle, weighted by its flow in each period); X is the hours-weighted mean,
+        i.e. the window-mean demand's X, so the degree-of-saturation cap keeps its meaning."""
+        if not self.periods:
+            tot, mov = cyclic.evaluate_batch(self.net, plans, self.ctx.cyclic_opts, per_movement=need_mov)
+            per = ((mov.flow_veh_h, mov.uniform_delay_s + mov.overflow_delay_s + mov.stops_per_veh * self.stop_pen,
+                    mov.stops_per_veh, mov.dos) if need_mov else None)
+            return tot.delay_veh_s_h, tot.stops_veh_h, tot.max_dos, per
+        from models.evaluate import initial_queue_delay
+
+        k, m = plans.period_s.shape[0], self.movements.size
+        total_h = sum(h for _, h in self.periods)
+        delay, stops = np.zeros(k), np.zeros(k)
+        flow_m, delay_m, stops_m, dos_m, q0 = (np.zeros((k, m)) for _ in range(5))
+        for sub, h in self.periods:
+            tot, mov = cyclic.evaluate_batch(sub.net, plans, sub.ctx.cyclic_opts, per_movement=True)
+            flow, cap = mov.flow_veh_h, mov.capacity_veh_h
+            d3 = initial_queue_delay(q0, flow, cap, h)
+            w = h / total_h
+            delay += w * (tot.delay_veh_s_h + (flow * d3).sum(1))
+            stops += w * tot.stops_veh_h
+            flow_m += w * flow
+            delay_m += w * flow * (mov.uniform_delay_s + mov.overflow_delay_s + d3 + mov.stops_per_veh * self.stop_pen)
+            stops_m += w * flow * mov.stops_per_veh
+            dos_m += w * mov.dos
+            q0 = np.maximum(q0 + (flow - cap) * h, 0.0)
+        live = flow_m > 0
+        safe = np.where(live, flow_m, 1.0)
+        per = (flow_m, np.where(live, delay_m / safe, 0.0), np.where(live, stops_m / safe, 0.0), dos_m)
+        return delay, stops, dos_m.max(1) if m else np.zeros(k), per
+
     def score(self, durations: np.ndarray, offsets: np.ndarray, per_movement: bool = False) -> Scores:
         """Objective (module docstring) and its parts for K candidates: durations (K, n_group_phases), offsets
         (K, n_signals)."""
         plans = self.plans(durations, offsets)
         need_mov = per_movement or self.weighted
-        tot, mov = cyclic.evaluate_batch(self.net, plans, self.ctx.cyclic_opts, per_movement=need_mov)
-        obj = tot.delay_veh_s_h + self.stop_cost_s * tot.stops_veh_h
+        delay, stops, max_dos, per = self._kernel(plans, need_mov)
+        obj = delay + self.stop_cost_s * stops
         mov_cost = mov_dos = bus_delay = None
         if need_mov:
-            cost = mov.flow_veh_h * (mov.uniform_delay_s + mov.overflow_delay_s + self.stop_cost_s * mov.stops_per_veh)
+            flow, d, h, dos = per
+            cost = flow * (d + self.stop_cost_s * h)
             if self.weighted:  # the unweighted total plus the extra weight of the bus share: exact at W_bus = 1
                 obj = obj + (cost * (self.mov_weight - 1.0)).sum(1)
                 cost = cost * self.mov_weight
-                bus_delay = (mov.flow_veh_h * self.bus_share * (mov.uniform_delay_s + mov.overflow_delay_s)).sum(1)
+                bus_delay = (flow * self.bus_share * d).sum(1)
             if per_movement:
                 mov_cost = cost
-                mov_dos = mov.dos
+                mov_dos = dos
         ped_cost, ped_delay = self.ped_terms(durations)
         if self.ped_on:
             obj = obj + ped_cost.sum(1)
@@ -305,8 +372,7 @@ class GroupEvaluator:
                 for k in range(len(self.signals)):
                     if self.first_mov[k] >= 0:
                         mov_cost[:, self.first_mov[k]] += ped_cost[:, k]
-        return Scores(obj, tot.delay_veh_s_h, tot.stops_veh_h, tot.max_dos, mov_cost, mov_dos, ped_delay.sum(1),
-                      bus_delay)
+        return Scores(obj, delay, stops, max_dos, mov_cost, mov_dos, ped_delay.sum(1), bus_delay)
 
     def profiles(self, durations: np.ndarray, offsets: np.ndarray):
         """Steady-state (arrivals, capacity, departures) float64 (M, P) of one candidate."""

@@ -425,13 +425,11 @@ def _coordination_groups(net, demand, chosen: list[int], opts: OptimiseOptions) 
 
 
 def optimiser_model_params():
-    """The model constants the optimiser uses unless given others (--params / --calibration): those its proof table
-    (bench/results/optimiser.md) was made with. The models' defaults moved on in session 8 (HCM analysis periods,
-    giving-way constants chosen on calibration plans: models.evaluate.ModelParams); the optimiser follows once its
-    table has been made again with them."""
+    """The model constants the optimiser uses unless given others (--params / --calibration): the models' defaults
+    (models.evaluate.ModelParams: HCM's analysis periods, the giving-way constants chosen on calibration plans)."""
     from models.evaluate import ModelParams
 
-    return ModelParams(cyclic_periods="window", yield_gap_s=2.5, yield_sneakers=1.0)
+    return ModelParams()
 
 
 def build_instance(net, demand, options: OptimiseOptions, scenario: str = "", ctx=None,
@@ -462,9 +460,7 @@ def build_instance(net, demand, options: OptimiseOptions, scenario: str = "", ct
         net = calibrated_network(net, demand)
         if model_params is not None:  # the lanes are split already: the models keep these saturation flows
             model_params = replace(model_params, lane_split="compiled")
-    # the optimiser's batch scoring is the window-mean steady state; its network objective (evaluate_cyclic) too, so
-    # that the candidates it compares are scored by the model that made them
-    model_params = replace(model_params or optimiser_model_params(), cyclic_periods="window")
+    model_params = model_params or optimiser_model_params()
     ctx = ctx or prepare(net, demand, model_params)
     if options.signals:
         unknown = [s for s in options.signals if s not in net.signal_index]
