@@ -151,13 +151,24 @@ def build_summary(inst, sol, outcomes, current_eval, new_eval, command: str = ""
                     "program_id": opts.program_id, "bus_weight": opts.bus_weight, "ped_weight": opts.ped_weight,
                     "ped_flow_h": opts.ped_flow_h},
         "window_s": [float(inst.demand.begin_s), float(inst.demand.end_s)],
-        "predicted": {"model": "cyclic flow profile (models.cyclic), window-mean demand",
+        "predicted": {"model": "cyclic flow profile (models.cyclic), " + _demand_text(inst),
                       "current": totals(*current_eval), "optimised": totals(*new_eval, sol)},
         "groups": [{"signals": [inst.signals[i].signal_id for i in o.members], "cycle_s": int(o.cycle_s),
                     **{k: v for k, v in o.log.items() if k not in ("signals",)}} for o in outcomes],
         "wall_s": round(sol.stats.get("wall_s", 0.0), 2),
         "signals": signals,
     }
+
+
+def _demand_text(inst) -> str:
+    """How the model took the demand: HCM's analysis periods (one per demand bin) or the window mean."""
+    from models.evaluate import analysis_periods
+
+    dem = inst.demand
+    if inst.ctx.params.cyclic_periods == "bins" and dem.n_bins > 1:
+        n = len(analysis_periods(dem))
+        return f"{n} analysis periods of {dem.bin_s / 60:g} min (HCM: the overflow carried from each into the next)"
+    return "window-mean demand"
 
 
 def render_markdown(summary: dict) -> str:
