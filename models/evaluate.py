@@ -86,17 +86,16 @@ class ModelParams:
         calibration plans best (24 random plans, plan seed 1000, SUMO seeds 101-103, as `gronvag calibrate` draws
         them) on the corridor and cologne3, out of t0 2.0-3.5 s and 0-2 vehicles, with the cyclic model's analysis
         periods (grid4x4 has no such movements to speak of). Until session 8 they were 2.5 s and 1 vehicle, chosen
-        on the fidelity benchmark's own plans; the optimiser keeps those
-        (engine.optimise.instance.optimiser_model_params). The queue model alone would rank cologne3's calibration
-        plans better at 2.5 s (0.861-0.868 against 0.830); both models share one set.
+        on the fidelity benchmark's own plans. The queue model alone would rank cologne3's calibration plans better
+        at 2.5 s (0.861-0.868 against 0.830); both models share one set.
     cyclic_periods: "window" evaluates the cyclic model on the steady state of the window-mean demand; "bins" is
         HCM's multi-period analysis: every demand bin (15 min by default) is an analysis period of its own, its
         steady state with its own overflow term d2 over the bin (counted until the overflow clears, whatever
         overflow_in_window says), and the overflow queue left at the end of a bin is carried into the next as HCM's
         initial queue Qb with its delay d3 (:func:`initial_queue_delay`). A window whose demand rises and falls
         (cologne3: 2800 veh/h for 30 min, then 2100) is then judged by its peak, not by its mean. Only
-        evaluate_cyclic reads it (predict, calibration, the fidelity benchmark). The optimiser sets "window": its
-        batch scoring has no periods yet, and its network objective scores candidates with the model that made them.
+        evaluate_cyclic (predict, calibration, the fidelity benchmark) and the optimiser's batch scoring
+        (engine.optimise.evaluation.GroupEvaluator) read it; the queue model steps the bins' demand itself.
     lane_split: "compiled" keeps the compiler's saturation flows (a lane shared by k movements gives each 1/k of
         it); "demand" re-splits each approach's lanes over its movements in proportion to their demand / turn
         factor, capped at the lanes each may use (HCM's shared-lane equilibrium: equal X on shared lanes).

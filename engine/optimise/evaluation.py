@@ -4,7 +4,12 @@ A :class:`GroupEvaluator` cuts the group's movements out of the network's :class
 between the group's movements stay; flow arriving from outside the group (other groups, signals not optimised)
 enters uniformly at its mean rate (the capacity-limited departures of the upstream movement under the current
 programs). Its template is the models' template restricted to the group's signals, so the common period is the
-group's cycle and candidates are evaluated K at a time with ``models.cyclic.evaluate_batch``.
+group's cycle and candidates are evaluated K at a time with ``models.cyclic.evaluate_batch``. The network's stop
+penalty, giving way (``models.yielding.restrict``) and lane groups are cut to the group with its movements (until
+session 9 they were left out: the search scored permissive turns at their full saturation flow). With HCM's analysis
+periods (``ModelParams.cyclic_periods == "bins"``, the default) the group is evaluated once per demand bin, the
+overflow carried from each bin into the next, so that a group's score of a plan is the network objective
+``models.evaluate.evaluate_cyclic`` gives it when the group is the whole network (tests/test_optimise_periods.py).
 
 Objective of a candidate (the same everywhere: :meth:`GroupEvaluator.score`, the offset tables here, the CP-SAT
 split tables of :mod:`engine.optimise.model`)::
