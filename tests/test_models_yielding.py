@@ -4,6 +4,7 @@ test_models_cyclic.py / test_models_queue.py (random cases carry random Yielding
 
 from __future__ import annotations
 
+import collections
 import math
 
 import numpy as np
@@ -147,3 +148,37 @@ def test_kernels_load_from_numba_cache_in_a_fresh_process(tmp_path):
     assert all(hits == 0 for hits, _ in first.values())  # the cache directory was empty
     for name, (hits, misses) in run().items():
         assert hits >= 1 and misses == 0, (name, hits, misses)
+
+
+def test_restricted_to_one_signal_the_giving_way_is_the_networks():
+    """models.yielding.restrict cuts one signal's movements out (as the optimiser's group evaluator does): every
+    movement's capacity factor, for any departure rates, is what the whole network's structure gives it."""
+    from models.evaluate import prepare
+    from models.yielding import factor_now, kernel_struct, normalise, restrict
+    from sim.scenario import compile_scenario
+
+    comp = compile_scenario("stockholm-corridor")
+    full = prepare(comp.net, comp.demand, ModelParams()).cyclic_net.yielding
+    net = comp.net
+    s = net.signal_index["J3"]
+    movs = np.flatnonzero(np.asarray(net.mov_signal) == s)
+    part = restrict(full, movs)
+    assert part.mix.size > 0  # J3 has movements that give way
+
+    struct = kernel_struct("_Y", collections.namedtuple("_OnlyYielding", ["yielding"]))  # the kernels' flat form
+
+    def factors(y, m_ids, rate):
+        y = normalise(y, rate.size)
+        k = struct(**{f"yield_{f}": getattr(y, f) for f in Yielding._fields})
+        return np.array([factor_now(k, m, rate) for m in m_ids])
+
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        rate = rng.uniform(0.0, 0.5, net.n_movements)
+        want = factors(full, movs, rate)
+        got = factors(part, np.arange(movs.size), rate[movs])
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+        assert np.any(got < 1.0)
+    # a part that leaves out a movement some kept lane group gives way to is refused
+    with pytest.raises(ValueError, match="outside the part"):
+        restrict(full, movs[part.mg_ptr[1:] > part.mg_ptr[:-1]][:1])
