@@ -44,17 +44,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--end", type=float, help="window end, s (default: the configuration's)")
     ap.add_argument("--sumo-cache", type=Path)
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--params", metavar="JSON",
+                    help="the other model constants the grid runs on (a JSON object, as gronvag predict --params)")
     args = ap.parse_args(argv)
     if any(g < 0 for g in args.gaps) or any(s < 0 for s in args.sneakers):
         ap.error("t0 and sneakers must be >= 0")
-    comp, base = cal.shared_lanes_by_demand(compile_scenario(args.scenario, end_s=args.end), ModelParams())
+    from models.cli_predict import parse_params
+
+    comp, base = cal.shared_lanes_by_demand(compile_scenario(args.scenario, end_s=args.end),
+                                            parse_params(args.params) if args.params else ModelParams())
     # (plan sets, SUMO's mean time loss of each): the calibration set, and the same draw for the judged samples
     samples = {"calibration": cal.calibration_set(comp, args.plans, workers=args.jobs, cache=args.sumo_cache)[:2]}
     if args.judged:
         for pseed in (0, 7):
             samples[f"judged seed {pseed}"] = cal.calibration_set(comp, 50, (1, 2, 3), pseed, args.jobs,
                                                                   cache=args.sumo_cache)[:2]
-    print(f"{comp.scenario.name}: {args.model} model, Spearman against SUMO's mean time loss ("
+    print(f"{comp.scenario.name}: {args.model} model, Spearman (MAPE) against SUMO's mean time loss ("
           + ", ".join(f"{k}: {len(v[0])} plans" for k, v in samples.items()) + ")")
     best = None
     for gap, sneakers in itertools.product(args.gaps, args.sneakers):
@@ -63,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, (plans, sumo) in samples.items():
             model = np.array([MODELS[args.model](comp.net, comp.demand, p, params).network_delay_s for p in plans])
             rho = cal.fit_stats(model, sumo)["spearman"]
-            cells.append(f"{name} {rho:.3f}")
+            cells.append(f"{name} {rho:.3f} ({cal.fit_stats(model, sumo)['mape_pct']:.1f} %)")
             if name == "calibration" and (best is None or rho > best[0]):
                 best = (rho, gap, sneakers)
         print(f"t0 {gap:4.2f} s, sneakers {sneakers:4.2f}: " + " | ".join(cells), flush=True)
