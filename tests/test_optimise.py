@@ -210,6 +210,9 @@ def test_cli_writes_all_outputs_atomically(tmp_path):
     assert ps.plans[1].phases[5].duration_s == 20
     summary = json.loads((out / "summary.json").read_text())
     assert {s["signal_id"] for s in summary["signals"]} == {"J1", "J2", "J3"}
+    # the model as it took the demand: the corridor's hour in four 15-min analysis periods
+    assert "4 analysis periods of 15 min" in summary["predicted"]["model"]
+    assert "4 analysis periods of 15 min" in (out / "summary.md").read_text()
     assert "phase 5 pinned at 20 s" in summary["signals"][1]["binding"]
     # a second run may replace an earlier output folder, and nothing is left behind
     assert optimise_main(argv) == 0
