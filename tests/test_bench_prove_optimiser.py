@@ -34,3 +34,31 @@ def test_rows_without_per_seed_records_get_no_pairing_and_the_table_says_which_d
     line = next(ln for ln in text.splitlines() if ln.startswith("- a:"))
     assert "lower on 2 of 4 seeds" in line and "+0.75" in line  # by seed: 65-80, 85-70, 71-90, 82-60
     assert not any(ln.startswith("- b:") for ln in text.splitlines())
+
+
+def test_exact_never_departed_table_pairs_the_plan_with_the_best_baseline_by_seed(tmp_path):
+    """The exact set's table: kept per seed in the row, or read from OUT/runs/NAME/summary.json for older rows; the
+    plan set against the best baseline by that measure (here webster-coord), by seed."""
+    import json
+
+    from bench.prove_optimiser import exact_section
+
+    kept = _stats([80.0, 70.0, 90.0, 60.0], [59.0, 89.0, 69.0, 79.0])
+    for c, vals in (("fixed", [81, 71, 91, 61]), ("webster", [100] * 4), ("webster-coord", [50, 50, 50, 50]),
+                    ("plan", [40, 60, 45, 47])):  # plan seeds 4, 3, 2, 1
+        kept[c]["exact"] = [float(v) for v in vals]
+    old = _stats([80.0, 70.0], [79.0, 69.0], seeds=(1, 2))  # no "exact": read from the runs' summary
+    recs = [{"controller": c, "seed": s, "status": "ok", "benchmark_delay_exact_s": v}
+            for c, vs in (("fixed", (90.0, 70.0)), ("webster", (99.0, 99.0)), ("webster-coord", (98.0, 98.0)),
+                          ("plan", (88.0, 60.0))) for s, v in zip((1, 2), vs, strict=True)]
+    (tmp_path / "runs" / "b").mkdir(parents=True)
+    (tmp_path / "runs" / "b" / "summary.json").write_text(json.dumps(recs))
+    rows = [{"scenario": "a", "stats": kept}, {"scenario": "b", "stats": old}, {"scenario": "c", "stats": old}]
+    lines = exact_section(rows, tmp_path)
+    a = next(ln for ln in lines if ln.startswith("| a |"))
+    # plan mean 48 against webster-coord 50: by seed 47-50, 45-50, 60-50, 40-50 -> -2.0, lower on 3 of 4
+    assert "| 48.0 |" in a and "(webster-coord)" in a and "-2.00" in a and "3 of 4" in a
+    b = next(ln for ln in lines if ln.startswith("| b |"))
+    # old row: the plan's seeds are (2, 1): 60 at seed 2 and 88 at seed 1 against fixed 70 and 90
+    assert "(fixed)" in b and "-6.00 (4.00); 2 of 2" in b
+    assert not any(ln.startswith("| c |") for ln in lines)  # no summary for c: left out, not guessed
