@@ -1,76 +1,164 @@
-"""The optimiser's batch scoring over HCM's analysis periods (ModelParams.cyclic_periods "bins", issue 5): the
-group evaluator scores a candidate as models.evaluate.evaluate_cyclic does the whole network, bin by bin with the
-overflow carried over, and reduces to the window mean for an even demand."""
+"""Time-of-day plans (engine.optimise.periods, `gronvag optimise --periods`): periods, transition cycles, and SUMO
+running the joined plans second by second as the plans say, with every switch safe."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+import json
+import textwrap
 
 import numpy as np
 import pytest
 
-from engine.optimise import OptimiseOptions, build_instance
-from engine.optimise.evaluation import GroupEvaluator, outside_departures_veh_h
-from engine.optimise.run import network_objective
-from models.evaluate import ModelParams
+from engine.errors import GronvagError
+from engine.optimise.periods import parse_periods, stretch, transition
+from engine.plan import Phase, make_plan
+from engine.safety import check_plan
+from tests.conftest import run_script_json
 
-FAST = dict(time_limit_s=3.0, search_rounds=5, workers=2, seed=3)
+
+def test_parse_periods():
+    assert parse_periods("2", 0, 3600) == [(0.0, 1800.0), (1800.0, 3600.0)]
+    assert parse_periods("7:00-7:30,7:30-8:00", 25200, 28800) == [(25200.0, 27000.0), (27000.0, 28800.0)]
+    assert parse_periods("0-900,900-3600", 0, 3600) == [(0.0, 900.0), (900.0, 3600.0)]
+    for bad in ("0-900,1000-3600", "0-100,100-3600", "0-900,900-4000", "x", "0", "7:00"):
+        with pytest.raises(GronvagError, match="--periods"):
+            parse_periods(bad, 0, 3600)
+
+
+def _plan(greens, offset, pid="p"):
+    phases = [Phase("GGrr", greens[0], 5, 60), Phase("yyrr", 3, kind="yellow"), Phase("rrrr", 2, kind="allred"),
+              Phase("rrGG", greens[1], 5, 60), Phase("rryy", 3, kind="yellow"), Phase("rrrr", 2, kind="allred")]
+    return make_plan("J", phases, offset, program_id=pid)
+
+
+def test_stretch_keeps_bounds_and_sums():
+    p = _plan((30, 20), 0)
+    for length in (20, 40, 60, 90, 130):
+        out = stretch(p.phases, length)
+        assert out is not None and sum(ph.duration_s for ph in out) == length
+        assert all(ph.min_s <= ph.duration_s <= ph.max_s for ph in out if ph.kind == "green")
+        assert [ph.duration_s for ph in out if ph.kind != "green"] == [3, 2, 3, 2]
+    assert stretch(p.phases, 19) is None and stretch(p.phases, 131) is None
+
+
+def test_transition_lands_both_plans_at_their_cycle_start():
+    from engine.safety import SignalSpec
+
+    conflicts = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [1, 1, 0, 0], [1, 1, 0, 0]], bool)
+    spec = SignalSpec(signal_id="J", min_green_s=np.full(4, 5), max_green_s=np.zeros(4, int),
+                      yellow_s=np.full(4, 3), redamber_s=np.zeros(4, int), allred_s=2, conflicts=conflicts)
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        old = _plan(tuple(rng.integers(5, 60, 2)), int(rng.integers(0, 200)))
+        new = _plan(tuple(rng.integers(5, 60, 2)), int(rng.integers(0, 200)), "q")
+        b = float(rng.integers(100, 5000))
+        t1, tr, t2 = transition(old, new, b, spec)
+        assert b <= t1 < b + old.cycle_s and (t1 - old.offset_s) % old.cycle_s == 0
+        assert (t1 - tr.offset_s) % tr.cycle_s == 0 and t2 == t1 + tr.cycle_s
+        assert (t2 - new.offset_s) % new.cycle_s == 0
+        assert tr.cycle_s >= 20 and not check_plan(tr, spec)
+    with pytest.raises(GronvagError, match="phase sequences"):
+        transition(old, make_plan("J", [Phase("GGrr", 30), Phase("yyrr", 3, kind="yellow"),
+                                         Phase("rrGG", 30), Phase("rryy", 3, kind="yellow")]), 0, spec)
 
 
 @pytest.fixture(scope="module")
-def single():
+def corridor_tod(tmp_path_factory):
+    from engine.optimise.cli import optimise_main
+
+    out = tmp_path_factory.mktemp("tod") / "plan"
+    assert optimise_main(["stockholm-corridor", "--periods", "0-1200,1200-2400,2400-3600", "--time-limit", "6",
+                          "--search-rounds", "5", "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def test_time_of_day_output(corridor_tod):
+    plans = json.loads((corridor_tod / "plan.json").read_text())["plans"]
+    by_sig: dict[str, list] = {}
+    for p in plans:
+        by_sig.setdefault(p["signal_id"], []).append(p)
+    assert len(by_sig) == 9
+    for chain in by_sig.values():
+        chain.sort(key=lambda p: p["valid_from_s"])
+        assert [p["program_id"] for p in chain] == ["gronvag-opt-p1", "gronvag-opt-p2-transition", "gronvag-opt-p2",
+                                                    "gronvag-opt-p3-transition", "gronvag-opt-p3"]
+        assert chain[0]["valid_from_s"] == 0 and chain[-1]["valid_to_s"] == 3600
+        for a, b in zip(chain, chain[1:], strict=False):
+            assert a["valid_to_s"] == b["valid_from_s"]
+    summary = json.loads((corridor_tod / "summary.json").read_text())
+    assert len(summary["periods"]) == 3 and len(summary["transitions"]) == 18
+    xml = (corridor_tod / "plan.add.xml").read_text()
+    assert xml.count("<WAUT ") == 9 and xml.count("<wautSwitch ") == 9 * 5
+    assert "## Period 3" in (corridor_tod / "summary.md").read_text()
+
+
+@pytest.mark.timeout(300)
+def test_sumo_runs_the_joined_plans_exactly_and_safely(corridor_tod):
+    """Every second of the hour, every signal's state in SUMO is the state the valid plan gives at that time
+    ((t - offset) mod cycle), and per signal group no green ends without its yellow, no yellow or minimum green is
+    cut short, across all switches."""
     from sim.scenario import compile_scenario
 
-    return compile_scenario("grid-1x1")
+    comp = compile_scenario("stockholm-corridor")
+    sc = comp.scenario
+    script = textwrap.dedent(f"""
+        import json, libsumo as ls
+        from sim import sumo
+        ls.start([sumo.binary("sumo"), "-n", {str(sc.net_file)!r}, "-r", {",".join(map(str, sc.route_files))!r},
+                  "-a", {",".join(map(str, [*sc.additional_files, corridor_tod / "plan.add.xml"]))!r},
+                  "--begin", "0", "--end", "3600", "--no-step-log", "true", "--no-warnings", "true"])
+        ids = ls.trafficlight.getIDList()
+        out = {{tid: [] for tid in ids}}
+        for _ in range(3599):
+            ls.simulationStep()
+            for tid in ids:
+                out[tid].append(ls.trafficlight.getRedYellowGreenState(tid))
+        ls.close()
+        print(json.dumps(out))
+    """)
+    got = run_script_json(script, 280)
+    plans = json.loads((corridor_tod / "plan.json").read_text())["plans"]
+    net = comp.net
+    for sid, states in got.items():
+        chain = [p for p in plans if p["signal_id"] == sid]
+
+        def expected(t, chain=chain):
+            p = next(p for p in chain if p["valid_from_s"] <= t < p["valid_to_s"])
+            pos = (t - p["offset_s"]) % p["cycle_s"]
+            for ph in p["phases"]:
+                if pos < ph["duration_s"]:
+                    return ph["state"]
+                pos -= ph["duration_s"]
+
+        # after the step to time T, SUMO shows the state of the second [T - 1, T)
+        wrong = [t for t, st in enumerate(states) if st != expected(t)]
+        assert not wrong, f"{sid}: {len(wrong)} seconds differ: " + str([(t, states[t], expected(t))
+                                                                         for t in wrong[:3]])
+        spec = net.signal_spec(net.signal_index[sid])
+        for i in range(len(states[0])):
+            runs = []
+            for st in states:
+                c = st[i]
+                if runs and runs[-1][0] == c:
+                    runs[-1][1] += 1
+                else:
+                    runs.append([c, 1])
+            for k in range(1, len(runs) - 1):  # whole runs only
+                c, n = runs[k]
+                nxt = runs[k + 1][0]
+                if c in "Gg" and spec.yellow_s[i] > 0:
+                    assert nxt not in "rs", f"{sid} link {i}: green straight to red"
+                if c in "Gg" and runs[k - 1][0] not in "Gg":
+                    assert n >= spec.min_green_s[i], f"{sid} link {i}: green of {n} s"
+                if c == "y":
+                    assert n >= spec.yellow_s[i], f"{sid} link {i}: yellow of {n} s"
 
 
-def _two_bins(dem, first: float, second: float):
-    """The demand's window-mean rates times ``first`` in a first quarter-hour and ``second`` in a second."""
-    arr, ent = dem.mean_arrival_veh_h(), dem.mov_entry_veh_h.mean(0)
-    return replace(dem, end_s=dem.begin_s + 2 * dem.bin_s, mov_arrival_veh_h=np.stack([arr * first, arr * second]),
-                   mov_entry_veh_h=np.stack([ent * first, ent * second]), mov_bus_veh_h=None)
+def test_periods_refuse_options_they_cannot_honour(tmp_path, capsys):
+    from engine.optimise.cli import optimise_main
 
-
-def _scores(comp, dem, params, k: int = 5):
-    """(group objectives of the current plan and k - 1 other splits, the network objective of the current plan)."""
-    inst = build_instance(comp.net, dem, OptimiseOptions(**FAST), scenario="grid-1x1", model_params=params)
-    sigs = [inst.signals[i] for i in inst.groups[0].members]
-    ge = GroupEvaluator(inst.ctx, sigs, inst.options.stop_cost_s, outside_departures_veh_h(inst.ctx), inst.template)
-    d0 = np.concatenate([s.base_s for s in sigs])
-    rng = np.random.default_rng(1)
-    d = np.repeat(d0[None], k, 0)
-    a, b = np.argsort(d0)[-2:]  # the two longest (green) phases
-    for row in d[1:]:  # move 1-2 s between them; the cycle stays
-        step = int(rng.integers(1, 3)) * (1 if rng.random() < 0.5 else -1)
-        row[a] += step
-        row[b] -= step
-    o = np.zeros((k, len(sigs)), np.int64)
-    sc = ge.score(d, o, per_movement=True)
-    return sc, network_objective(inst, None)[0], ge
-
-
-def test_periods_score_a_candidate_as_the_network_model_does(single):
-    """One signal, one group, nothing fed from outside: the group's batch score of the current plan is the network
-    objective of evaluate_cyclic (delay + k stops), with periods (a peak carried into a quiet quarter) as without."""
-    dem = _two_bins(single.demand, 1.6, 0.3)
-    for periods in ("bins", "window"):
-        sc, net_obj, ge = _scores(single, dem, replace(ModelParams(), cyclic_periods=periods))
-        assert len(ge.periods) == (2 if periods == "bins" else 0)
-        assert sc.objective[0] == pytest.approx(net_obj, rel=1e-9)
-        # the per-movement costs add up to the objective (no bus or pedestrian terms here)
-        np.testing.assert_allclose(sc.mov_cost.sum(1), sc.objective, rtol=1e-9)
-    peak = _scores(single, dem, ModelParams())[0].objective
-    mean = _scores(single, dem, replace(ModelParams(), cyclic_periods="window"))[0].objective
-    assert np.all(peak > 1.2 * mean)  # the peak's overflow, which the window mean hides
-
-
-def test_periods_of_an_even_demand_score_as_the_window(single):
-    """Constant demand below capacity and no random delay (k I = 0): every period is the window's steady state."""
-    dem = _two_bins(single.demand, 1.0, 1.0)
-    base = ModelParams(overflow_ki=0.0, yield_gap_s=0.0)
-    per, _, ge = _scores(single, dem, base)
-    win, _, _ = _scores(single, dem, replace(base, cyclic_periods="window"))
-    assert len(ge.periods) == 2 and win.max_dos.max() < 1.0
-    np.testing.assert_allclose(per.objective, win.objective, rtol=1e-9)
-    np.testing.assert_allclose(per.mov_dos, win.mov_dos, rtol=1e-9)
-    assert np.ptp(per.objective) > 0  # the candidates differ: the comparison is not of one number
+    for extra in (["--sim-check"], ["--sim-polish", "5"], ["--phase-order"]):
+        out = tmp_path / extra[0].strip("-")
+        assert optimise_main(["grid-2x2", "--periods", "2", "--out", str(out), *extra, "--quiet"]) == 2
+        assert "--periods" in capsys.readouterr().err
+        assert not out.exists()

@@ -9,7 +9,8 @@ penalty, giving way (``models.yielding.restrict``) and lane groups are cut to th
 session 9 they were left out: the search scored permissive turns at their full saturation flow). With HCM's analysis
 periods (``ModelParams.cyclic_periods == "bins"``, the default) the group is evaluated once per demand bin, the
 overflow carried from each bin into the next, so that a group's score of a plan is the network objective
-``models.evaluate.evaluate_cyclic`` gives it when the group is the whole network (tests/test_optimise_periods.py).
+``models.evaluate.evaluate_cyclic`` gives it when the group is the whole network
+(tests/test_optimise_analysis_periods.py).
 
 Objective of a candidate (the same everywhere: :meth:`GroupEvaluator.score`, the offset tables here, the CP-SAT
 split tables of :mod:`engine.optimise.model`)::
