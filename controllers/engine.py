@@ -120,6 +120,7 @@ class Engine:
         self.cfg = cfg
         self.ctx = context or zmq.Context()
         self._own_ctx = context is None
+        self._jitter = random.Random()  # its own generator: the engine's thread never touches the global one
         self.store = EngineStore(cfg.state_dir)
         self.epoch = self.store.begin_epoch(cfg.meta)
         self.peers: dict[str, Peer] = {}
@@ -392,7 +393,7 @@ class Engine:
                     peer.online = False
                     log.info("%s: offline (silent for %.0f s)", peer.cid, now - peer.last_seen)
                 else:
-                    peer.next_ping = now + hb * random.uniform(0.9, 1.0)  # drift apart, never later than hb
+                    peer.next_ping = now + hb * self._jitter.uniform(0.9, 1.0)  # drift apart, never later than hb
                     self._nonce += 1
                     self._send(peer, wire.Ping(nonce=self._nonce, ts=time.time()))
             if peer.next_retry is not None and now >= peer.next_retry and peer.committed:
@@ -447,7 +448,7 @@ class Engine:
             peer.tries += 1
             self.counts["plans_sent"] = self.counts.get("plans_sent", 0) + 1
             backoff = min(self.cfg.retry_max_s, self.cfg.retry_initial_s * 2 ** (peer.tries - 1))
-            peer.next_retry = now + backoff * random.uniform(0.8, 1.2)
+            peer.next_retry = now + backoff * self._jitter.uniform(0.8, 1.2)
         else:
             # queue full: try again soon; not connected: wait for its HELLO
             peer.next_retry = now + self.cfg.retry_initial_s if peer.online else None
@@ -511,7 +512,7 @@ class Engine:
             peer.online = True
             # its first PING within a heartbeat, spread over the second half of it (controllers connecting together
             # are not all pinged together)
-            peer.next_ping = now + self.cfg.heartbeat_s * random.uniform(0.5, 1.0)
+            peer.next_ping = now + self.cfg.heartbeat_s * self._jitter.uniform(0.5, 1.0)
         peer.last_seen = now
         if isinstance(msg, Ack):
             self._on_ack(peer, msg, now)
