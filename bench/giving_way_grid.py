@@ -67,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         cells = []
         for name, (plans, sumo) in samples.items():
             model = np.array([MODELS[args.model](comp.net, comp.demand, p, params).network_delay_s for p in plans])
-            rho = cal.fit_stats(model, sumo)["spearman"]
-            cells.append(f"{name} {rho:.3f} ({cal.fit_stats(model, sumo)['mape_pct']:.1f} %)")
+            fit = cal.fit_stats(model, sumo)
+            rho = fit["spearman"]
+            cells.append(f"{name} {rho:.3f} ({fit['mape_pct']:.1f} %)")
             if name == "calibration" and (best is None or rho > best[0]):
                 best = (rho, gap, sneakers)
         print(f"t0 {gap:4.2f} s, sneakers {sneakers:4.2f}: " + " | ".join(cells), flush=True)

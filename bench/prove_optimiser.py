@@ -67,6 +67,8 @@ def _exact(row: dict, controller: str, out: Path | None) -> list[float] | None:
 
 def exact_section(rows: list[dict], out: Path | None) -> list[str]:
     """The same comparison with the exact never-departed set (SUMO writes the vehicles it never inserted)."""
+    from engine.optimise.simpolish import paired_difference
+
     lines = ["", "The same runs with the exact never-departed set (SUMO's tripinfo of the vehicles it never inserted, "
              "with their wait until the end; the optimiser's SUMO check and polish score this one). The heuristic "
              "above counts every vehicle after the latest departure in route-file order as never departed, which an "
@@ -86,11 +88,11 @@ def exact_section(rows: list[dict], out: Path | None) -> list[str]:
         gains.append(vs_fixed)
         base = dict(zip(r["stats"][best]["seeds"], ex[best], strict=True))
         pairs = [(v, base[s]) for s, v in zip(r["stats"]["plan"]["seeds"], ex["plan"], strict=True) if s in base]
-        diff = np.array([a - b for a, b in pairs])
-        se = float(diff.std(ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else float("nan")
+        plan, ref = (np.array(x) for x in zip(*pairs, strict=True))
+        mean, se = paired_difference(plan, ref)
         lines.append(f"| {r['scenario']} | " + " | ".join(f"{means[c]:.1f}" for c in (*BASELINES, "plan"))
                      + f" | {vs_fixed:+.1f} % | {100.0 * (means['plan'] - means[best]) / means[best]:+.1f} % "
-                     f"({best}) | {diff.mean():+.2f} ({se:.2f}); {int((diff < 0).sum())} of {diff.size} |")
+                     f"({best}) | {mean:+.2f} ({se:.2f}); {int((plan < ref).sum())} of {plan.size} |")
     if not gains:
         return []
     return lines + ["", f"Mean change against fixed over {len(gains)} scenarios: {np.mean(gains):+.1f} %."]
