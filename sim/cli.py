@@ -13,7 +13,7 @@ def cmd_evaluate(args) -> int:
     records = evaluate(
         args.scenario, controllers, parse_seeds(args.seeds), Path(args.out), plan=args.plan, protocol=args.protocol,
         routes=args.routes, jobs=args.jobs, dask_address=args.dask, backend=args.backend, gui=args.gui,
-        begin_s=args.begin, end_s=args.end,
+        begin_s=args.begin, end_s=args.end, scale=args.scale,
     )
     failed = [r for r in records if r["status"] != "ok"]
     for r in sorted(records, key=lambda r: (r["controller"], r["seed"])):
@@ -41,6 +41,8 @@ def add_commands(sub, scenario_args, _compile) -> dict:
     p.add_argument("--seeds", default="1", help="e.g. 1-10 or 1,3,5")
     p.add_argument("--protocol", choices=("default", "resco"), default="default",
                    help="resco: --time-to-teleport -1 and unfinished trips counted (the benchmark protocol)")
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="demand scale (SUMO --scale): 1.1 inserts 10 %% more vehicles on the same routes (stress test)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--jobs", type=int, help="parallel SUMO processes (default: cores)")
     p.add_argument("--dask", metavar="ADDRESS", help="run on a dask.distributed scheduler instead")

@@ -68,8 +68,12 @@ def run_job(job: dict) -> dict:
     from sim.scenario import compile_scenario
 
     key = f"{job['scenario_name']}__{job['controller']}__seed{job['seed']}"
+    scale = float(job.get("scale") or 1.0)
+    if scale != 1.0:
+        key += f"__x{scale:g}"
     out = Path(job["out"])
     record = {"scenario": job["scenario_name"], "controller": job["controller"], "seed": job["seed"],
+              "scale": float(job.get("scale") or 1.0),
               "protocol": job["protocol"], "status": "failed", "error": None, "wall_s": 0.0}
     try:
         ck = (job["scenario"], tuple(job.get("routes") or ()), job.get("begin_s"), job.get("end_s"))
@@ -79,13 +83,14 @@ def run_job(job: dict) -> dict:
         comp = _COMPILED[ck]
         ctrl = make_controller(job["controller"], job.get("plan"))
         cfg = RunConfig(seed=job["seed"], protocol=job["protocol"], backend=job.get("backend", "libsumo"),
-                        gui=job.get("gui", False))
+                        gui=job.get("gui", False), sumo_args=("--scale", f"{scale:g}") if scale != 1.0 else ())
         workdir = out / "work" / key
         workdir.mkdir(parents=True, exist_ok=True)
         # SUMO's own console messages (warnings from the simulation) go to the run's folder, not the user's terminal
         with _stderr_to(workdir / "sumo.stderr"):
             record = run(comp.scenario, comp.net, ctrl, cfg, workdir)
         record["scenario"] = job["scenario_name"]
+        record["scale"] = scale
     except GronvagError as exc:
         record["error"] = str(exc)
     except Exception as exc:  # a bug or a SUMO crash: keep the reason, keep the sweep going
@@ -99,6 +104,7 @@ def _summary_rows(records: list[dict]) -> list[dict]:
     rows = []
     for r in records:
         row = {k: r.get(k) for k in ("scenario", "controller", "seed", "protocol", "status", "error", "wall_s")}
+        row["scale"] = r.get("scale", 1.0)
         row.update(r.get("kpi") or {})
         rows.append(row)
     return rows
@@ -120,8 +126,10 @@ def write_summary(out: Path, records: list[dict]) -> None:
 def evaluate(scenario: str, controllers: list[str], seeds: list[int], out: Path, *, plan: str | None = None,
              protocol: str = "default", routes: list[str] | None = None, jobs: int | None = None,
              dask_address: str | None = None, backend: str = "libsumo", gui: bool = False,
-             progress: bool = True, begin_s: float | None = None, end_s: float | None = None) -> list[dict]:
-    """Run every (controller, seed) and return the run records (see module docstring)."""
+             progress: bool = True, begin_s: float | None = None, end_s: float | None = None,
+             scale: float = 1.0) -> list[dict]:
+    """Run every (controller, seed) and return the run records (see module docstring). ``scale``: SUMO's demand
+    scale (``--scale``; 1.1 inserts 10 % more vehicles of the same routes), for stress tests."""
     from sim.controllers import CONTROLLERS
     from sim.scenario import load_scenario
 
@@ -139,7 +147,7 @@ def evaluate(scenario: str, controllers: list[str], seeds: list[int], out: Path,
         {"scenario": str(scenario), "scenario_name": sc.name, "routes": routes, "controller": c, "seed": s,
          "begin_s": begin_s, "end_s": end_s,
          "plan": str(Path(plan).resolve()) if plan else None, "protocol": protocol, "out": str(out.resolve()),
-         "backend": backend, "gui": gui}
+         "backend": backend, "gui": gui, "scale": float(scale)}
         for c in controllers for s in seeds
     ]
     records: list[dict] = []

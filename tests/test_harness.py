@@ -215,3 +215,17 @@ def test_driving_states_equals_sumo_running_the_program(tmp_path):
     fixed = run(comp.scenario, comp.net, make_controller("fixed"), RunConfig(seed=1), tmp_path / "fixed")["kpi"]
     driven = run(comp.scenario, comp.net, _ProgramDriver.make(), RunConfig(seed=1), tmp_path / "driven")["kpi"]
     assert fixed["n_tripinfo"] > 100 and driven == fixed
+
+
+def test_demand_scale_inserts_more_vehicles_and_keeps_runs_apart(tmp_path):
+    from sim.evaluate import evaluate
+
+    out = tmp_path / "out"
+    a = evaluate("grid-1x1", ["fixed"], [3], out, jobs=1, progress=False)[0]
+    b = evaluate("grid-1x1", ["fixed"], [3], out, jobs=1, progress=False, scale=1.5)[0]
+    assert a["status"] == b["status"] == "ok"
+    assert (a["scale"], b["scale"]) == (1.0, 1.5)
+    ratio = b["kpi"]["loaded"] / a["kpi"]["loaded"]
+    assert 1.35 < ratio < 1.65  # SUMO's --scale draws the extra vehicles at random
+    assert len(list((out / "runs").glob("*.json"))) == 2  # the stressed run does not overwrite the nominal one
+    assert json.loads((out / "summary.json").read_text())[0]["scale"] == 1.5
