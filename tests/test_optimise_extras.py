@@ -88,7 +88,8 @@ def test_sim_check_picks_a_valid_candidate(tmp_path):
     inst = build_instance(comp.net, comp.demand, OptimiseOptions(time_limit_s=3, search_rounds=5),
                           net_file=comp.scenario.net_file)
     res = optimise(inst)
-    opts = SimCheckOptions(seeds=(1001,), cycles=2, rounds=1, protocol="resco", jobs=1, model_time_s=2)
+    opts = SimCheckOptions(seeds=(1001,), cycles=2, rounds=1, protocol="resco", jobs=1, model_time_s=2,
+                           stress_seeds=(2001, 2002))
     chosen, chosen_inst, info = sim_select(inst, res, str(folder), opts, tmp_path, Reporter())
     assert validate(chosen_inst, chosen.solution) == []
     table = info["candidates"]
@@ -100,3 +101,52 @@ def test_sim_check_picks_a_valid_candidate(tmp_path):
         assert chosen_row["cycles_s"] == [inst.groups[0].base_cycle_s]
         assert best["sumo_delay_s"] > (1 - opts.margin) * chosen_row["sumo_delay_s"]
     assert any(c["candidate"].startswith("current plan") for c in table)
+    ref = next(c for c in table if c["candidate"] == info["stress"]["reference"])
+    if chosen_row is not ref:  # the stress test ran both, and the choice did no worse there
+        assert len(chosen_row["stress_values"]) == len(ref["stress_values"]) == 2
+        assert chosen_row["stress_delay_s"] <= ref["stress_delay_s"]
+    for c in table:
+        if c["turned_down_by_stress"]:
+            assert c["stress_delay_s"] > ref["stress_delay_s"] and not c["chosen"]
+
+
+def _cand(label, cycles, nominal):
+    from engine.optimise.simcheck import Candidate
+
+    return Candidate(label, None, tuple(cycles), sumo_delay_s=nominal)
+
+
+@pytest.mark.parametrize("stressed, chosen, turned_down", [
+    ({"fast": 40.0, "faster": 41.0, "current plan": 43.0}, "faster", []),  # the first choice survives the stress
+    ({"fast": 41.0, "faster": 70.0, "current plan": 43.0}, "fast", ["faster"]),  # gridlocks: the next one
+    ({"fast": 70.0, "faster": 60.0, "current plan": 43.0}, "current plan", ["faster", "fast"]),  # both: keep it
+])
+def test_sim_check_stress_turns_down_plans_that_fail_under_more_demand(stressed, chosen, turned_down):
+    from engine.optimise.simcheck import SimCheckOptions, choose
+
+    cands = [_cand("current plan", [90], 36.4), _cand("faster", [65], 32.0), _cand("fast", [60], 33.0),
+             _cand("slow", [120], 40.0)]
+    asked = []
+
+    def stress(c):
+        asked.append(c.label)
+        return stressed[c.label]
+
+    best, down = choose(cands, (90,), cands[0], SimCheckOptions(margin=0.05, stress_tries=2), stress)
+    assert best.label == chosen
+    assert [c.label for c in down] == turned_down
+    assert "slow" not in asked  # only candidates that would be chosen are stressed
+    # without a stress test (or without the current plan to compare with): the lowest training figure
+    assert choose(cands, (90,), cands[0], SimCheckOptions(stress_scale=0), stress)[0].label == "faster"
+    assert choose(cands, (90,), None, SimCheckOptions(), stress)[0].label == "faster"
+
+
+def test_sim_check_margin_still_guards_a_change_of_cycle_after_the_stress_test():
+    from engine.optimise.simcheck import SimCheckOptions, choose
+
+    # 'other' beats the current cycle's best by less than 5 %: the current cycle's best is kept without stress runs
+    cands = [_cand("current plan", [90], 36.4), _cand("current plan polished by the model", [90], 35.0),
+             _cand("other", [65], 34.0)]
+    best, down = choose(cands, (90,), cands[0], SimCheckOptions(margin=0.05),
+                        lambda c: {"current plan": 43.0, "current plan polished by the model": 42.0}[c.label])
+    assert best.label == "current plan polished by the model" and down == []

@@ -86,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--sim-rounds", type=int, default=2, help="rounds of the check (default 2)")
     ap.add_argument("--sim-margin", type=float, default=0.05,
                     help="the check changes the cycle only for a gain of at least this share (default 0.05)")
+    ap.add_argument("--sim-stress", type=float, default=1.1, metavar="SCALE",
+                    help="the check's stress test: its choice must do no worse than the current plan with the demand "
+                         "x SCALE on seeds --sim-stress-seeds (default 1.1; 0: off)")
+    ap.add_argument("--sim-stress-seeds", default="2001-2030", help="seeds of the stress test (default 2001-2030)")
     ap.add_argument("--sim-polish", type=int, default=0, metavar="N",
                     help="then a local search in SUMO on the training seeds, at most N plan evaluations "
                          "(default 0: off; see engine.optimise.simpolish)")
@@ -175,7 +179,8 @@ def run(args, argv: list[str]) -> int:
 
             sopts = SimCheckOptions(seeds=tuple(parse_seeds(args.sim_seeds)), cycles=args.sim_cycles,
                                     rounds=args.sim_rounds, protocol=args.protocol, jobs=args.jobs,
-                                    margin=args.sim_margin,
+                                    margin=args.sim_margin, stress_scale=args.sim_stress,
+                                    stress_seeds=tuple(parse_seeds(args.sim_stress_seeds)),
                                     model_time_s=max(2.0, opts.time_limit_s / 2))
             with tempfile.TemporaryDirectory(prefix="gronvag-simcheck-") as tmp:
                 res, inst, sim_info = sim_select(inst, res, args.scenario, sopts, Path(tmp), reporter,
@@ -304,6 +309,8 @@ def optimise_main(argv: list[str]) -> int:
     """Entry point of `gronvag optimise`: returns the exit code (2 with one line on stderr for user errors)."""
     ap = build_parser()
     args = ap.parse_args(argv)
+    if args.sim_stress < 0:
+        ap.error(f"--sim-stress {args.sim_stress:g}: a demand scale is >= 0 (0: no stress test)")
     try:
         return run(args, list(argv))
     except GronvagError as exc:
