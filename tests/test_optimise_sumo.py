@@ -267,9 +267,22 @@ def test_sim_check_from_the_command_line_records_one_chosen_candidate(tmp_path):
     out = tmp_path / "c"
     assert optimise_main(["grid-2x2", "--end", "600", "--out", str(out), "--time-limit", "3", "--search-rounds", "5",
                           "--sim-check", "--sim-seeds", "1001", "--sim-cycles", "1", "--sim-rounds", "1",
-                          "--quiet"]) == 0
+                          "--sim-stress-seeds", "2001,2002", "--quiet"]) == 0
     cands = json.loads((out / "summary.json").read_text())["sim_check"]["candidates"]
     assert len(cands) >= 2 and sum(c["chosen"] for c in cands) == 1
     chosen = next(c for c in cands if c["chosen"])
     current = [c for c in cands if c["candidate"] == "current plan"]
     assert current and chosen["sumo_delay_s"] <= current[0]["sumo_delay_s"]
+    if chosen is not current[0]:  # the stress test (demand x1.1, seeds 2001-2002) ran both; the choice held up
+        assert len(chosen["stress_values"]) == len(current[0]["stress_values"]) == 2
+        assert chosen["stress_delay_s"] <= current[0]["stress_delay_s"]
+
+
+def test_sim_stress_refuses_a_negative_scale(tmp_path, capsys):
+    from engine.optimise.cli import optimise_main
+
+    out = tmp_path / "c"
+    assert optimise_main(["grid-2x2", "--end", "600", "--out", str(out), "--sim-check", "--sim-stress", "-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--sim-stress -1" in err[0]
+    assert not out.exists()

@@ -309,9 +309,9 @@ def optimise_main(argv: list[str]) -> int:
     """Entry point of `gronvag optimise`: returns the exit code (2 with one line on stderr for user errors)."""
     ap = build_parser()
     args = ap.parse_args(argv)
-    if args.sim_stress < 0:
-        ap.error(f"--sim-stress {args.sim_stress:g}: a demand scale is >= 0 (0: no stress test)")
     try:
+        if args.sim_stress < 0:
+            raise GronvagError(f"--sim-stress {args.sim_stress:g}: a demand scale is >= 0 (0: no stress test)")
         return run(args, list(argv))
     except GronvagError as exc:
         print(f"gronvag: error: {exc}", file=sys.stderr)
