@@ -132,6 +132,23 @@ def _earlier_records(runs: Path, seeds: list[int]) -> list[dict]:
     return out
 
 
+def stress_cell(sc: dict) -> str:
+    """The SUMO check's stress test in a few words: the demand scale, seeds, and each stressed candidate's mean
+    against the current plan's ("-" for summaries made before the stress test, or when it did not run)."""
+    st = sc.get("stress")
+    ran = [c for c in sc["candidates"] if c.get("stress_delay_s") is not None]
+    if not st or not st.get("scale") or not ran:
+        return "-"
+    seeds = st["seeds"]
+    span = f"{seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else ",".join(map(str, seeds))
+    parts = []
+    for c in ran:
+        what = ("current plan" if c["candidate"] == st.get("reference")
+                else ("turned down: " if c.get("turned_down_by_stress") else "kept: ") + c["candidate"])
+        parts.append(f"{what} {c['stress_delay_s']:.1f}")
+    return f"x{st['scale']:g}, seeds {span}: " + "; ".join(parts)
+
+
 def sim_check_section(rows: list[dict], out: Path) -> list[str]:
     """Where the chosen plans came from: the SUMO check's candidates on its training seeds, per scenario."""
     lines = []
@@ -146,7 +163,7 @@ def sim_check_section(rows: list[dict], out: Path) -> list[str]:
             lines = ["", "## Where the plans come from (SUMO check on training seeds "
                      f"{', '.join(map(str, sc['seeds']))}, never the seeds above)", "",
                      "| scenario | chosen candidate | its delay | model's own choice | current plan "
-                     "| model at other cycles |", "|---|---|---|---|---|---|"]
+                     "| model at other cycles | stress test |", "|---|---|---|---|---|---|---|"]
         cands = sc["candidates"]
         chosen = next(c for c in cands if c["chosen"])
 
@@ -158,7 +175,7 @@ def sim_check_section(rows: list[dict], out: Path) -> list[str]:
                            f"{c['sumo_delay_s']:.0f}" for c in cands if c["candidate"].startswith("model at cycle"))
         own = find("model's choice")
         lines.append(f"| {r['scenario']} | {chosen['candidate']} | {chosen['sumo_delay_s']:.1f} | "
-                     f"{own} | {find('current plan')} | {others} |")
+                     f"{own} | {find('current plan')} | {others} | {stress_cell(sc)} |")
     return lines
 
 

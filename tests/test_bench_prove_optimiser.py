@@ -62,3 +62,19 @@ def test_exact_never_departed_table_pairs_the_plan_with_the_best_baseline_by_see
     # old row: the plan's seeds are (2, 1): 60 at seed 2 and 88 at seed 1 against fixed 70 and 90
     assert "(fixed)" in b and "-6.00 (4.00); 2 of 2" in b
     assert not any(ln.startswith("| c |") for ln in lines)  # no summary for c: left out, not guessed
+
+
+def test_stress_cell_names_what_the_stress_test_turned_down_and_kept():
+    from bench.prove_optimiser import stress_cell
+
+    sc = {"stress": {"scale": 1.1, "seeds": list(range(2001, 2031)), "reference": "current plan"},
+          "candidates": [
+              {"candidate": "model at cycle 65 s", "stress_delay_s": 70.91, "turned_down_by_stress": True},
+              {"candidate": "current plan", "stress_delay_s": 43.07, "turned_down_by_stress": False},
+              {"candidate": "model at cycle 40 s", "stress_delay_s": None},
+          ]}
+    assert stress_cell(sc) == ("x1.1, seeds 2001-2030: turned down: model at cycle 65 s 70.9; current plan 43.1")
+    sc["candidates"][0]["turned_down_by_stress"] = False
+    assert "kept: model at cycle 65 s 70.9" in stress_cell(sc)
+    assert stress_cell({"candidates": sc["candidates"]}) == "-"  # a summary from before the stress test
+    assert stress_cell({"stress": {"scale": 1.1, "seeds": [1]}, "candidates": [{"candidate": "x"}]}) == "-"
