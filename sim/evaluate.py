@@ -4,7 +4,8 @@ Runs go to a process pool (one SUMO per process: libsumo keeps one simulation pe
 to a dask.distributed cluster. A failed run (SUMO error, missing file) becomes a record with status 'failed' and its
 reason; the other runs' results are kept. Outputs in OUT:
 
-* ``runs/<scenario>__<controller>__seed<k>.json``: the run record (KPIs, queue series, per-signal figures);
+* ``runs/<scenario>__<controller>__seed<k>.json``: the run record (KPIs, queue series, per-signal figures); a run
+  with the demand scaled (``scale``, SUMO's ``--scale``) has ``__x<scale>`` after the seed, here and in ``work/``;
 * ``work/<scenario>__<controller>__seed<k>/``: SUMO's outputs of that run (tripinfo.xml, summary, detectors, log);
 * ``summary.json`` and ``summary.csv``: one row per run.
 """
@@ -73,7 +74,7 @@ def run_job(job: dict) -> dict:
         key += f"__x{scale:g}"
     out = Path(job["out"])
     record = {"scenario": job["scenario_name"], "controller": job["controller"], "seed": job["seed"],
-              "scale": float(job.get("scale") or 1.0),
+              "scale": scale,
               "protocol": job["protocol"], "status": "failed", "error": None, "wall_s": 0.0}
     try:
         ck = (job["scenario"], tuple(job.get("routes") or ()), job.get("begin_s"), job.get("end_s"))
@@ -133,6 +134,8 @@ def evaluate(scenario: str, controllers: list[str], seeds: list[int], out: Path,
     from sim.controllers import CONTROLLERS
     from sim.scenario import load_scenario
 
+    if not scale > 0:
+        raise GronvagError(f"--scale {scale:g}: the demand scale must be above 0 (1: the scenario's demand)")
     for c in controllers:
         if c not in CONTROLLERS and not c.startswith("max-pressure:"):
             raise GronvagError(f"unknown controller {c!r} (one of {', '.join(CONTROLLERS)})")

@@ -6,6 +6,7 @@ import json
 import xml.etree.ElementTree as ET
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -229,3 +230,12 @@ def test_demand_scale_inserts_more_vehicles_and_keeps_runs_apart(tmp_path):
     assert 1.35 < ratio < 1.65  # SUMO's --scale draws the extra vehicles at random
     assert len(list((out / "runs").glob("*.json"))) == 2  # the stressed run does not overwrite the nominal one
     assert json.loads((out / "summary.json").read_text())[0]["scale"] == 1.5
+
+
+def test_demand_scale_must_be_positive(tmp_path):
+    from engine.errors import GronvagError
+    from sim.evaluate import evaluate
+
+    with pytest.raises(GronvagError, match="--scale 0"):
+        evaluate("grid-1x1", ["fixed"], [1], tmp_path / "o", jobs=1, progress=False, scale=0.0)
+    assert not (tmp_path / "o").exists()

@@ -30,9 +30,8 @@ the choice and the current plan run on other seeds (``stress_seeds``, default 20
 current plan's. Otherwise the next choice is tried (at most ``stress_tries``), then the current plan is kept. A
 plan close to a gridlock cliff shows it under a little more demand: on cologne3 a 65 s plan 4 s/veh better than the
 programs on all six training seeds locked up on 3 of 60 other seeds at the scenario's demand and on 8 of 60 at
-1.1 x, the programs on none. Every candidate
-meets every hard constraint, so the choice is among safe plans only; the SUMO figures of all candidates go into
-the summary.
+1.1 x, the programs on none. Every candidate meets every hard constraint, so the choice is among safe plans only;
+the SUMO figures of all candidates go into the summary.
 """
 
 from __future__ import annotations
