@@ -305,6 +305,20 @@ def run_periods(args, argv: list[str], opts, params, comp, console, sat=None) ->
     return 0
 
 
+def _check_seed_options(args) -> None:
+    """Fail before any work on a seed list the SUMO stages could not read, naming the option."""
+    from sim.evaluate import parse_seeds
+
+    for opt, text in (("--sim-seeds", args.sim_seeds), ("--sim-stress-seeds", args.sim_stress_seeds),
+                      ("--sim-validate", args.sim_validate)):
+        if text is None:
+            continue
+        try:
+            parse_seeds(text)
+        except GronvagError:
+            raise GronvagError(f"bad {opt} {text!r}: use e.g. 1-10 or 1,3,5") from None
+
+
 def optimise_main(argv: list[str]) -> int:
     """Entry point of `gronvag optimise`: returns the exit code (2 with one line on stderr for user errors)."""
     ap = build_parser()
@@ -312,6 +326,7 @@ def optimise_main(argv: list[str]) -> int:
     try:
         if args.sim_stress < 0:
             raise GronvagError(f"--sim-stress {args.sim_stress:g}: a demand scale is >= 0 (0: no stress test)")
+        _check_seed_options(args)
         return run(args, list(argv))
     except GronvagError as exc:
         print(f"gronvag: error: {exc}", file=sys.stderr)
