@@ -64,7 +64,8 @@ class SatFlowConfig:
         if not isinstance(raw, dict):
             raise ScenarioError("expected a JSON object", path)
         known = {"base_veh_h_lane", "right_factor", "left_protected_factor", "left_permissive_factor", "uturn_factor"}
-        unknown = set(raw) - known - {"overrides", "schema", "measured_on"}  # the last two: records of satflow
+        records = {"schema", "measured_on", "lost_times"}  # what satflow writes for the record
+        unknown = set(raw) - known - {"overrides"} - records
         if unknown:
             raise ScenarioError(f"unknown keys {sorted(unknown)}", path)
         kw = {}

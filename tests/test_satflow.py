@@ -45,6 +45,29 @@ def test_file_from_headways_uses_the_mean_headway_and_the_compilers_lane_share(t
     assert net2.mov_sat_flow_veh_s[ml] == net.mov_sat_flow_veh_s[ml]
 
 
+def test_lost_times_follow_hcm_definitions():
+    """Start-up lost time: onset to the fourth queued vehicle's crossing, less four saturation headways of its
+    movement, weighted by greens over the movements with enough of both; end gain: crossings in the yellow per green
+    that ended on a queue, times the mean saturation headway; nothing when no movement qualifies."""
+    from sim.satflow import Tally, lost_times
+
+    t = Tally()
+    a, b, c = ("J", "e1", "e2"), ("J", "e3", "e4"), ("J", "e5", "e6")
+    t.sum_s[a], t.n[a] = 2.0 * 30, 30
+    t.sum_s[b], t.n[b] = 2.5 * 30, 30
+    t.sum_s[c], t.n[c] = 2.0 * 3, 3  # too few headways: its greens are left out
+    t.head_sum_s[a], t.head_n[a] = 9.0 * 20, 20  # 9.0 - 4 x 2.0 = 1.0 s
+    t.head_sum_s[b], t.head_n[b] = 10.5 * 60, 60  # 10.5 - 4 x 2.5 = 0.5 s
+    t.head_sum_s[c], t.head_n[c] = 30.0 * 50, 50
+    expect = {"startup_lost_s": pytest.approx((20 * 1.0 + 60 * 0.5) / 80, abs=0.01), "greens": 80, "movements": 2,
+              "per_movement_min_s": 0.5, "per_movement_max_s": 1.0}
+    assert lost_times(t, min_count=20) == expect
+    t.queued_ends, t.yellow_crossings = 10, 5
+    headway = (60 + 75 + 6) / 63
+    assert lost_times(t, 20)["end_gain_s"] == pytest.approx(round(0.5 * headway, 2))
+    assert lost_times(t, min_count=100) is None
+
+
 @pytest.mark.timeout(180)
 def test_satflow_measures_discharge_rates_sumo_can_deliver(tmp_path):
     """One short SUMO run of grid-1x1: some movements measured, each per-lane rate between what a lane of SUMO's
@@ -62,6 +85,11 @@ def test_satflow_measures_discharge_rates_sumo_can_deliver(tmp_path):
     for o in rec["overrides"]:
         assert o["headways"] >= 5
         assert 1000.0 < o["veh_h_lane"] < 3600.0
+    # SUMO's drivers: the fourth queued vehicle crosses within a few seconds of four saturation headways; they stop
+    # for the yellow when they can (at most one crossing per yellow after a queued green)
+    lost = rec["lost_times"]
+    assert lost["greens"] >= 5 and -1.0 < lost["startup_lost_s"] < 4.0
+    assert lost["queued_green_ends"] > 0 and 0.0 <= lost["end_gain_s"] < 2.5
     SatFlowConfig.from_json(out)
 
 
