@@ -150,3 +150,22 @@ def test_sim_check_margin_still_guards_a_change_of_cycle_after_the_stress_test()
     best, down = choose(cands, (90,), cands[0], SimCheckOptions(margin=0.05),
                         lambda c: {"current plan": 43.0, "current plan polished by the model": 42.0}[c.label])
     assert best.label == "current plan polished by the model" and down == []
+
+
+def test_sim_check_noise_rule_keeps_the_current_plan_against_a_gain_within_the_noise():
+    """A lower training mean is not enough: the paired per-seed gain over the current plan must exceed z standard
+    errors; a clear gain still wins; z = 0 is the lowest mean."""
+    from engine.optimise.simcheck import Candidate, SimCheckOptions, choose
+
+    cur = Candidate("current plan", None, (80,), sumo_delay_s=80.0, sumo_values=(78.0, 82.0, 80.0, 80.0))
+    noisy = Candidate("current plan polished by the model", None, (80,), sumo_delay_s=79.0,
+                      sumo_values=(72.0, 86.0, 79.0, 79.0))  # -1 on average, +4 on one seed: within the noise
+    clear = Candidate("model at cycle 80 s", None, (80,), sumo_delay_s=79.5, sumo_values=(77.5, 81.5, 79.5, 79.5))
+    no_stress = SimCheckOptions(stress_scale=0)
+    assert choose([cur, noisy], (80,), cur, no_stress, None)[0] is cur
+    assert choose([cur, noisy, clear], (80,), cur, no_stress, None)[0] is clear  # -0.5 on every seed
+    assert choose([cur, noisy], (80,), cur, SimCheckOptions(stress_scale=0, z=0.0), None)[0] is noisy
+    # with the stress test on, a candidate that fails the noise rule is not even stressed
+    asked = []
+    best, down = choose([cur, noisy], (80,), cur, SimCheckOptions(), lambda c: asked.append(c.label) or 1.0)
+    assert best is cur and down == [] and asked == []

@@ -138,6 +138,82 @@ def test_polish_steps_are_valid_neighbours():
     assert not any("shared" in plain.propose(sol, 2)[1] for _ in range(60))
 
 
+def _corridor_polish():
+    import numpy as np
+
+    from engine.optimise import OptimiseOptions, build_instance, current_solution
+    from engine.optimise.simpolish import _Proposer
+    from sim.scenario import compile_scenario
+
+    comp = compile_scenario("stockholm-corridor")
+    inst = build_instance(comp.net, comp.demand, OptimiseOptions(max_dos=2.0))
+    return inst, current_solution(inst), _Proposer(inst, np.random.default_rng(0), shared=False)
+
+
+def test_sweep_moves_are_every_valid_shared_step():
+    """shared_moves: every ordered pair of adjustable phases of every group of like signals, moved by the same
+    seconds at each member, each plan valid, in a fixed order."""
+    import numpy as np
+
+    from engine.optimise import validate
+    from engine.optimise.simpolish import shared_moves
+
+    inst, sol, prop = _corridor_polish()
+    moves = shared_moves(inst, prop, sol, 2)
+    assert [m[1] for m in moves] == [m[1] for m in shared_moves(inst, prop, sol, 2)]
+    pairs = sum(len(a) * (len(a) - 1) for a in (np.flatnonzero(inst.signals[g[0]].adjustable) for g in prop.groups))
+    assert 0 < len(moves) <= pairs
+    for cand, what, (g, p, q) in moves:
+        assert not validate(inst, cand), what
+        for i in prop.groups[g]:
+            d = cand.durations(i) - sol.durations(i)
+            assert d[p] == -2 and d[q] == 2 and np.count_nonzero(d) == 2
+        assert all(cand.timings[i] == sol.timings[i] for i in range(len(inst.signals)) if i not in prop.groups[g])
+
+
+@pytest.mark.parametrize("confirm_gain, kept", [(1.0, True), (0.0, False)])
+def test_sweep_keeps_its_best_step_only_when_the_confirmation_seeds_show_the_gain_again(confirm_gain, kept):
+    """_sweep without SUMO (a stand-in measure): the best of the sweep passes the noise rule on the training seeds;
+    it is kept only if it beats the plan on the confirmation seeds too; after a kept step the next sweep never
+    offers the step back, and stops when nothing beats the noise."""
+    import numpy as np
+
+    from engine.optimise.simpolish import SimPolishOptions, _sweep, shared_moves
+
+    inst, sol, prop = _corridor_polish()
+    opts = SimPolishOptions(budget=60, seeds=(1, 2, 3), confirm_seeds=(7, 8, 9), sweep=True)
+    target = shared_moves(inst, prop, sol, 2)[3]
+    good = {tuple(target[0].durations(i)) for i in range(len(inst.signals))}
+    calls = []
+
+    def measure(sols, seeds=opts.seeds):
+        calls.append((len(sols), tuple(seeds)))
+        out = []
+        for s in sols:
+            hit = all(tuple(s.durations(i)) in good for i in range(len(inst.signals)))
+            gain = (1.0 if seeds == opts.seeds else confirm_gain) if hit else 0.0
+            out.append(np.array([80.0, 70.0, 75.0]) - gain)
+        return out
+
+    accepted, sweeps = [], []
+    best, vec, evals = _sweep(inst, prop, sol, measure([sol])[0], opts, measure, _NoReport(), accepted, sweeps)
+    assert sweeps[0]["best"] == target[1]
+    assert [s for s in calls if s[1] == opts.confirm_seeds] == [(1, opts.confirm_seeds)] * 2  # the plan, the step
+    assert (best.timings == target[0].timings) == kept and sweeps[0]["kept"] == kept
+    assert (best.timings == sol.timings) != kept
+    assert len(sweeps) == (2 if kept else 1) and evals == sum(n for n, _ in calls[1:])
+    if kept:  # the second sweep: every step from the new plan but the step back; none gains, so it stops
+        assert accepted and "confirmed" in accepted[0]["step"] and vec.mean() == 74.0
+        assert sweeps[1]["moves"] == len(shared_moves(inst, prop, best, 2)) - 1 and not sweeps[1]["kept"]
+    else:
+        assert accepted == [] and vec.mean() == 75.0
+
+
+class _NoReport:
+    def stage(self, text):
+        pass
+
+
 def test_polish_keeps_a_step_only_when_its_gain_beats_the_noise():
     """gain_is_real: a gain seen on every seed is kept; the same mean gain from one lucky seed is not; a gain below
     min_gain is not; z = 0 keeps any mean gain above min_gain."""

@@ -99,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "engine.optimise.simvalidate)")
     ap.add_argument("--sim-shared", action="store_true",
                     help="the polish also tries each split step at all signals of one phase structure at once")
+    ap.add_argument("--sim-sweep", action="store_true",
+                    help="the polish first runs every 2 s split step shared by all signals of one phase structure; "
+                         "the best is kept only if it shows its gain again on --sim-confirm-seeds")
+    ap.add_argument("--sim-confirm-seeds", default="3001-3006",
+                    help="seeds on which the sweep confirms its best step (default 3001-3006; apart from --sim-seeds)")
     ap.add_argument("--protocol", default="default", help="SUMO protocol of the check: default or resco")
     ap.add_argument("--jobs", type=int, default=2, help="parallel SUMO runs of the check (default 2)")
     ap.add_argument("--periods", metavar="N|FROM-TO,...",
@@ -192,7 +197,8 @@ def run(args, argv: list[str]) -> int:
 
             popts = SimPolishOptions(budget=args.sim_polish, seeds=tuple(parse_seeds(args.sim_seeds)),
                                      protocol=args.protocol, jobs=args.jobs, seed=opts.seed,
-                                     shared=args.sim_shared)
+                                     shared=args.sim_shared, sweep=args.sim_sweep,
+                                     confirm_seeds=tuple(parse_seeds(args.sim_confirm_seeds)))
             with tempfile.TemporaryDirectory(prefix="gronvag-simpolish-") as tmp:
                 res, polish_info = sim_polish(inst, res, comp, popts, Path(tmp), reporter)
         if args.sim_validate:
@@ -309,14 +315,19 @@ def _check_seed_options(args) -> None:
     """Fail before any work on a seed list the SUMO stages could not read, naming the option."""
     from sim.evaluate import parse_seeds
 
+    seeds = {}
     for opt, text in (("--sim-seeds", args.sim_seeds), ("--sim-stress-seeds", args.sim_stress_seeds),
-                      ("--sim-validate", args.sim_validate)):
+                      ("--sim-validate", args.sim_validate), ("--sim-confirm-seeds", args.sim_confirm_seeds)):
         if text is None:
             continue
         try:
-            parse_seeds(text)
+            seeds[opt] = set(parse_seeds(text))
         except GronvagError:
             raise GronvagError(f"bad {opt} {text!r}: use e.g. 1-10 or 1,3,5") from None
+    both = seeds.get("--sim-seeds", set()) & seeds.get("--sim-confirm-seeds", set())
+    if both and args.sim_sweep and args.sim_polish > 0:
+        raise GronvagError(f"--sim-confirm-seeds share seeds {sorted(both)} with --sim-seeds: a confirmation runs on "
+                           "seeds that took no part in the choice")
 
 
 def optimise_main(argv: list[str]) -> int:
