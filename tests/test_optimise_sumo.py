@@ -364,7 +364,7 @@ def test_sim_stress_refuses_a_negative_scale(tmp_path, capsys):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("option", ["--sim-seeds", "--sim-stress-seeds", "--sim-validate"])
+@pytest.mark.parametrize("option", ["--sim-seeds", "--sim-stress-seeds", "--sim-validate", "--sim-confirm-seeds"])
 def test_a_bad_seed_list_is_refused_up_front_naming_its_option(tmp_path, capsys, option):
     from engine.optimise.cli import optimise_main
 
@@ -372,4 +372,15 @@ def test_a_bad_seed_list_is_refused_up_front_naming_its_option(tmp_path, capsys,
     assert optimise_main(["grid-2x2", "--end", "600", "--out", str(out), "--sim-check", option, "1-x"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"gronvag: error: bad {option} '1-x': use e.g. 1-10 or 1,3,5"]
+    assert not out.exists()
+
+
+def test_sweep_confirmation_seeds_must_be_apart_from_the_training_seeds(tmp_path, capsys):
+    from engine.optimise.cli import optimise_main
+
+    out = tmp_path / "c"
+    assert optimise_main(["grid-2x2", "--end", "600", "--out", str(out), "--sim-polish", "4", "--sim-sweep",
+                          "--sim-seeds", "1001-1003", "--sim-confirm-seeds", "1003-1005"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--sim-confirm-seeds share seeds [1003] with --sim-seeds" in err[0]
     assert not out.exists()

@@ -102,8 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--sim-sweep", action="store_true",
                     help="the polish first runs every 2 s split step shared by all signals of one phase structure; "
                          "the best is kept only if it shows its gain again on --sim-confirm-seeds")
-    ap.add_argument("--sim-confirm-seeds", default="3001-3006",
-                    help="seeds on which the sweep confirms its best step (default 3001-3006; apart from --sim-seeds)")
+    ap.add_argument("--sim-confirm-seeds", default="3001-3024",
+                    help="seeds on which the sweep confirms its best step (default 3001-3024; apart from --sim-seeds)")
     ap.add_argument("--protocol", default="default", help="SUMO protocol of the check: default or resco")
     ap.add_argument("--jobs", type=int, default=2, help="parallel SUMO runs of the check (default 2)")
     ap.add_argument("--periods", metavar="N|FROM-TO,...",
