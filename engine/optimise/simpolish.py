@@ -110,6 +110,18 @@ def gain_is_real(cand, ref, min_gain: float, z: float) -> bool:
     return mean < -min_gain * float(np.mean(np.asarray(ref, float))) and mean + z * se < 0.0
 
 
+def _shared_step(sol, members, p: int, q: int, step: int) -> list:
+    """The timings of ``sol`` with ``step`` seconds moved from phase ``p`` to phase ``q`` at every signal of
+    ``members``."""
+    timings = list(sol.timings)
+    for i in members:
+        d = sol.durations(i)
+        d[p] -= step
+        d[q] += step
+        timings[i] = replace(timings[i], durations_s=tuple(int(v) for v in d))
+    return timings
+
+
 class _Proposer:
     def __init__(self, inst, rng: np.random.Generator, shared: bool = False):
         self.inst = inst
@@ -148,11 +160,7 @@ class _Proposer:
                 members = self.shared[int(self.rng.integers(len(self.shared)))]
                 adj = np.flatnonzero(inst.signals[members[0]].adjustable)
                 p, q = self.rng.choice(adj, 2, replace=False)
-                for i in members:
-                    d = sol.durations(i)
-                    d[p] -= step
-                    d[q] += step
-                    timings[i] = replace(timings[i], durations_s=tuple(int(v) for v in d))
+                timings = _shared_step(sol, members, p, q, step)
                 ids = "+".join(inst.signals[i].signal_id for i in members)
                 what = f"{ids}: shared {step} s from phase {p} to phase {q}"
             elif kind == "offset":
@@ -195,13 +203,7 @@ def shared_moves(inst, proposer: _Proposer, sol, step: int):
             for q in adj:
                 if p == q:
                     continue
-                timings = list(sol.timings)
-                for i in members:
-                    d = sol.durations(i)
-                    d[p] -= step
-                    d[q] += step
-                    timings[i] = replace(timings[i], durations_s=tuple(int(v) for v in d))
-                cand = Solution(tuple(timings))
+                cand = Solution(tuple(_shared_step(sol, members, p, q, step)))
                 if not validate(inst, cand):
                     out.append((cand, f"{ids}: shared {step} s from phase {p} to phase {q}", (g, int(p), int(q))))
     return out
