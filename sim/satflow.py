@@ -23,7 +23,7 @@ The method is the field survey of queue discharge headways (HCM's saturation-flo
   2001-2002): start-up lost time 0.43 s on the bundled corridor, 0.07 s on cologne3 (with ``--min-headways 10``),
   end gain 0.06 and 0.0 s: they move off at once and stop for the yellow, where the models' defaults (HCM's 2 s and
   2 s) assume a slower start and a yellow partly used. The models keep those defaults: with the measured values
-  they rank plans worse (bench/results/models_fidelity.md, session 11).
+  they rank cologne3's plans worse, the one scenario tried (bench/results/models_fidelity.md, session 11).
 
 Runs use the scenario's own programs (or a plan file) and SUMO seeds distinct from the proof seeds. Movements with
 fewer than ``min_headways`` saturation headways keep the compiler's default (with ``--base``, the base flow per lane
