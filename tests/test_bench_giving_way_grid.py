@@ -39,3 +39,20 @@ def test_the_grid_runs_on_the_constants_given(capsys, tmp_path):
     assert main(common + ["--params", '{"sat_flow_scale": 0.7}']) == 0
     assert mape() != base
     assert len(list(tmp_path.glob("*.json"))) == 9  # no new SUMO runs
+
+
+def test_measured_flows_run_beside_the_compiled_ones_on_the_same_plans(capsys, tmp_path):
+    """--sat-flow runs each pair on both flows: two rows per pair, the measured flows' level differs, the same SUMO
+    runs (no new ones), and the best names its flows."""
+    cache = tmp_path / "cache"
+    sat = tmp_path / "sat.json"
+    sat.write_text('{"base_veh_h_lane": 1200}')
+    assert main(["grid-2x2", "--end", "300", "--plans", "3", "--gaps", "3", "--sneakers", "0.5", "--jobs", "1",
+                 "--model", "queue", "--sumo-cache", str(cache), "--sat-flow", str(sat)]) == 0
+    out = capsys.readouterr().out
+    rows = dict(re.findall(r"(compiled|measured) flows, t0 3\.00 s, sneakers 0\.50: calibration "
+                           r"(?:-?\d\.\d{3}|nan) \((\d+\.\d) %\)", out))
+    assert set(rows) == {"compiled", "measured"}
+    assert rows["compiled"] != rows["measured"]
+    assert re.search(r"best on the calibration plans: (compiled|measured) flows, t0 3 s", out)
+    assert len(list(cache.glob("*.json"))) == 9
