@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the main job on the bundled default scenario")
     p.add_argument("--scenario", default="stockholm-corridor")
     p.add_argument("--seeds", default="1-3")
-    p.add_argument("--time-limit", type=float, default=30.0, help="optimiser wall time, s")
+    p.add_argument("--time-limit", type=float, default=20.0, help="optimiser time limit, s (the proof table's)")
     p.add_argument("--out", default="out/demo")
     p.set_defaults(func=cmd_demo)
 
