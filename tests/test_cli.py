@@ -125,3 +125,15 @@ def test_delegated_commands_show_their_own_help(command):
     res = gronvag(command, "--help")
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith(f"usage: gronvag {command}") or f"gronvag {command}" in res.stdout.splitlines()[0]
+
+
+def test_the_demo_asks_the_optimiser_for_the_proof_tables_request():
+    """`gronvag demo` passes the proof table's request: every option parses, and the seeds are valid together."""
+    from engine.demo import DEMO_REQUEST
+    from engine.optimise.cli import _check_seed_options, build_parser
+
+    args = build_parser().parse_args(["stockholm-corridor", "--out", "x", "--time-limit", "20", "--seed", "1",
+                                      *DEMO_REQUEST])
+    _check_seed_options(args)
+    assert args.sim_check and args.sim_sweep and args.sim_shared and args.phase_skip
+    assert (args.sim_polish, args.max_dos, args.sim_seeds) == (40, 1.0, "1001-1006")
