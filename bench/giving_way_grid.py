@@ -34,9 +34,7 @@ def _floats(text: str) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from models.evaluate import MODELS, ModelParams
-    from sim import calibrate as cal
-    from sim.scenario import compile_scenario
+    from models.evaluate import MODELS
 
     ap = argparse.ArgumentParser(prog="python -m bench.giving_way_grid", description=__doc__.split("\n\n")[0])
     ap.add_argument("scenario")
@@ -55,7 +53,20 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if any(g < 0 for g in args.gaps) or any(s < 0 for s in args.sneakers):
         ap.error("t0 and sneakers must be >= 0")
+    from engine.errors import GronvagError
+
+    try:
+        return _grid(args)
+    except GronvagError as exc:  # a bad scenario, sat-flow or params file: one line naming it
+        print(f"giving_way_grid: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _grid(args) -> int:
     from models.cli_predict import parse_params
+    from models.evaluate import MODELS, ModelParams
+    from sim import calibrate as cal
+    from sim.scenario import compile_scenario
 
     comp, base = cal.shared_lanes_by_demand(compile_scenario(args.scenario, end_s=args.end),
                                             parse_params(args.params) if args.params else ModelParams())

@@ -56,3 +56,12 @@ def test_measured_flows_run_beside_the_compiled_ones_on_the_same_plans(capsys, t
     assert rows["compiled"] != rows["measured"]
     assert re.search(r"best on the calibration plans: (compiled|measured) flows, t0 3 s", out)
     assert len(list(cache.glob("*.json"))) == 9
+
+
+@pytest.mark.parametrize("content, needle", [("{not json", "malformed JSON"), ('{"base_veh_h_lane": -5}', "positive")])
+def test_a_bad_sat_flow_file_is_one_line_naming_it(capsys, tmp_path, content, needle):
+    sat = tmp_path / "sat.json"
+    sat.write_text(content)
+    assert main(["grid-2x2", "--end", "300", "--plans", "3", "--jobs", "1", "--sat-flow", str(sat)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(sat) in err[0] and needle in err[0], err
